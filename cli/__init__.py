@@ -1,0 +1,1 @@
+"""The ``neuralfit`` command line (installed as ``neuralfit.cli``)."""
