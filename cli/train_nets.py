@@ -1,0 +1,125 @@
+"""``neuralfit train network`` and ``neuralfit train gmm``: the multi-task network and its feature GMMs.
+
+Plain click commands; ``neuralfit.cli.train`` attaches them to its ``train`` group. Heavy imports
+happen inside the functions so that ``neuralfit --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+
+def open_datasets(paths: tuple[str, ...], res: int, augment: bool, seed: int = 0) -> list:
+    """One :class:`neuralfit.data.NpzDataset` per ``--data``: a folder with ``annotations.npz`` or an ``.npz`` file.
+
+    Images are returned in [0, 1] (``normalize=False``): the network applies its backbone's own scaling.
+    """
+    from neuralfit.data import AugmentConfig, DatasetConfig, NpzDataset
+    from neuralfit.errors import NeuralfitError
+
+    out = []
+    for i, p in enumerate(paths):
+        path = Path(p)
+        npz = path / "annotations.npz" if path.is_dir() else path
+        if not npz.is_file():
+            raise NeuralfitError(f"--data {p}: expected a folder with annotations.npz or an .npz file")
+        cfg = DatasetConfig(res=res, augment=AugmentConfig() if augment else None, normalize=False)
+        out.append(NpzDataset(npz, config=cfg, seed=seed + i))
+    return out
+
+
+@click.command("network")
+@click.option("--data", "data", multiple=True, required=True, type=click.Path(exists=True),
+              help="Training set: a folder with annotations.npz (neuralfit synth) or a SPIN-style .npz. Repeatable.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Network checkpoint to write (.pt).")
+@click.option("--epochs", default=20, show_default=True, help="Total epochs (also with --resume).")
+@click.option("--batch-size", default=32, show_default=True)
+@click.option("--lr", default=1e-4, show_default=True, help="Adam learning rate.")
+@click.option("--res", default=224, show_default=True, help="Crop size in pixels (multiple of 32).")
+@click.option("--feature-dim", default=128, show_default=True, help="D of the neural mesh features.")
+@click.option("--joint-set", default="spin24", show_default=True, help="Keypoint set of the heatmap head.")
+@click.option("--backbone", default="efficientnet-lite0", show_default=True,
+              type=click.Choice(["efficientnet-lite0", "resnet50"]))
+@click.option("--backbone-weights", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="Backbone state dict (required for a pretrained resnet50).")
+@click.option("--body", "body_spec", default="free", show_default=True, help="Body model: 'free' or an SMPL path.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1 ... (torchrun: per-rank GPU).")
+@click.option("--workers", default=2, show_default=True, help="DataLoader workers.")
+@click.option("--max-steps", default=None, type=int, help="Cap on steps per epoch (smoke runs).")
+@click.option("--no-augment", is_flag=True, help="Disable crop/flip/colour/occluder augmentation.")
+@click.option("--freeze-backbone", is_flag=True,
+              help="Keep the ImageNet backbone fixed (~3x cheaper steps on CPU; weaker regressor).")
+@click.option("--resume", is_flag=True, help="Continue from OUT.state.pt.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def network(data: tuple[str, ...], out: str, epochs: int, batch_size: int, lr: float, res: int, feature_dim: int,
+            joint_set: str, backbone: str, backbone_weights: str | None, body_spec: str, device: str, workers: int,
+            max_steps: int | None, no_augment: bool, freeze_backbone: bool, resume: bool, seed: int,
+            quiet: bool) -> None:
+    """Train the multi-task network (features, part segmentation, keypoints, SMPL regressor) and write OUT.
+
+    Also writes OUT.state.pt (for --resume) and <stem>_curves.json/.png. Multi-GPU: launch with
+    `torchrun --nproc_per_node N -m neuralfit.cli.main train network ... --device cuda`.
+    """
+    from neuralfit.body import load_body_model
+    from neuralfit.nets import NetConfig
+    from neuralfit.training.network import TrainConfig, train_network
+
+    if device == "cuda" and "LOCAL_RANK" in os.environ:  # torchrun: one GPU per process
+        device = f"cuda:{os.environ['LOCAL_RANK']}"
+    body = load_body_model(body_spec, device=device)
+    datasets = open_datasets(data, res, augment=not no_augment, seed=seed)
+    net_cfg = NetConfig(backbone=backbone, backbone_weights=backbone_weights, input_res=res, feature_dim=feature_dim,
+                        joint_set=joint_set)
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, device=device, num_workers=workers,
+                      max_steps_per_epoch=max_steps, seed=seed, freeze_backbone=freeze_backbone)
+    trainer = train_network(datasets, out, body, net_cfg, cfg, resume=resume,
+                            provenance={"command": " ".join(sys.argv), "data": list(data)}, progress=not quiet)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    last = trainer.history[-1] if trainer.history else {}
+    click.echo(f"wrote {out} after {trainer.epoch} epochs; last losses: "
+               + ", ".join(f"{k} {v:.4g}" for k, v in last.items() if k != "epoch"))
+
+
+@click.command("gmm")
+@click.option("--data", "data", multiple=True, required=True, type=click.Path(exists=True),
+              help="Data set(s) to estimate on (folder with annotations.npz or an .npz). Repeatable.")
+@click.option("--network", "network_path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Trained network checkpoint.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Neural mesh model to write (.pt).")
+@click.option("--body", "body_spec", default="free", show_default=True)
+@click.option("--components", "num_components", default=3, show_default=True, help="K orientation components.")
+@click.option("--tau", default=10.0, show_default=True, help="Softness of the orientation assignment.")
+@click.option("--clutter", "num_clutter", default=1, show_default=True, help="Clutter directions (k-means).")
+@click.option("--temperature", default=0.07, show_default=True, help="vMF temperature T (kappa = 1/T).")
+@click.option("--fit-temperature", is_flag=True, help="Use the MLE concentration instead of --temperature.")
+@click.option("--batch-size", default=16, show_default=True)
+@click.option("--max-batches", default=None, type=int, help="Use only this many batches (smoke runs).")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--workers", default=2, show_default=True)
+@click.option("--quiet", is_flag=True)
+def gmm(data: tuple[str, ...], network_path: str, out: str, body_spec: str, num_components: int, tau: float,
+        num_clutter: int, temperature: float, fit_temperature: bool, batch_size: int, max_batches: int | None,
+        device: str, workers: int, quiet: bool) -> None:
+    """Estimate the neural mesh model (per-vertex, per-orientation feature means + clutter) with the network frozen."""
+    from neuralfit.body import load_body_model
+    from neuralfit.nets import load_network
+    from neuralfit.training.gmm import accumulate_statistics, build_neural_model
+
+    body = load_body_model(body_spec, device=device)
+    net = load_network(network_path, body, device=device)
+    datasets = open_datasets(data, net.config.input_res, augment=False)
+    stats = accumulate_statistics(net, datasets, body, num_components, tau, batch_size=batch_size,
+                                  num_workers=workers, max_batches=max_batches, progress=not quiet)
+    model = build_neural_model(stats, body, num_clutter=num_clutter, temperature=temperature, tau=tau,
+                               fit_temperature=fit_temperature)
+    model.save(out)
+    seen = int((stats.counts.sum(1) > 0).sum())
+    click.echo(f"wrote {out}: {model.n_vertices} vertices x {model.n_orientations} orientations x {model.dim} dims, "
+               f"{seen} vertices observed, {stats.background_seen} background features, "
+               f"kappa_MLE {stats.kappa():.1f} (T used {model.temperature:.4g})")
