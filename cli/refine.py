@@ -1,0 +1,52 @@
+"""``neuralfit refine``: refine regressor outputs (SPIN/EFT/PARE-style .npz) by batched model fitting."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command()
+@click.argument("init", type=click.Path(dir_okay=False))
+@click.option("--images", "images", required=True, type=click.Path(file_okay=False),
+              help="Folder the npz's imgname entries are relative to.")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Refined .npz (written atomically).")
+@click.option("--method", type=click.Choice(["keypoints", "neural"]), default="keypoints", show_default=True,
+              help="keypoints: SMPLify-style (npz keypoints + priors); neural: NeuralSMPL (needs --network and "
+                   "--neural-model).")
+@click.option("--network", type=click.Path(dir_okay=False), default=None, help="Multi-task network checkpoint.")
+@click.option("--neural-model", "neural_model", type=click.Path(dir_okay=False), default=None,
+              help="Neural mesh model (.pt).")
+@click.option("--keypoints", type=click.Choice(["auto", "part", "openpose", "none"]), default="auto",
+              show_default=True, help="Which npz keypoints to fit (part = spin24, openpose = BODY-25).")
+@click.option("--batch-size", type=int, default=16, show_default=True, help="Crops fitted at once.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run from OUT.partial/.")
+@click.option("--shard", default=None, metavar="I/N",
+              help="Process rows I::N only (output keeps row_index; combine with merge_shards). Under torchrun "
+                   "RANK/WORLD_SIZE are used when this is not given.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--body", "body_spec", default="free", show_default=True, help="'free' or a path to SMPL files.")
+@click.option("--prior", "prior_spec", default="default", show_default=True,
+              help="Pose prior: 'default', a VPoser folder/checkpoint, or 'none'.")
+@click.option("--res", type=int, default=224, show_default=True,
+              help="Crop resolution of the camera model (keypoints method; the network's own otherwise).")
+@click.option("--lr", type=float, default=None, help="Adam learning rate [0.02, the seed's occluded preset].")
+@click.option("--clean", is_flag=True, help="Seed preset for unoccluded images (lr 0.002).")
+@click.option("--second-hypothesis", is_flag=True, help="Also try the body rotated 180 deg about the vertical.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def refine(init: str, images: str, out: str, method: str, network: str | None, neural_model: str | None,
+           keypoints: str, batch_size: int, resume: bool, shard: str | None, device: str, body_spec: str,
+           prior_spec: str, res: int, lr: float | None, clean: bool, second_hypothesis: bool, quiet: bool) -> None:
+    """Refine the SMPL estimates in INIT (.npz with imgname, center, scale, pose, shape [, cam, part, openpose])."""
+    from neuralfit.fitting.config import FitConfig
+    from neuralfit.fitting.refine import RefineOptions, parse_shard, refine_npz
+
+    fit = FitConfig.clean() if clean else FitConfig.occluded()
+    if lr is not None:
+        fit = fit.with_(lr=lr)
+    if second_hypothesis:
+        fit = fit.with_(second_hypothesis=True)
+    options = RefineOptions(method=method, batch_size=batch_size, res=res, keypoints=keypoints, body=body_spec,
+                            prior=prior_spec, network=network, neural_model=neural_model, device=device, fit=fit)
+    summary = refine_npz(init, images, out, options, resume=resume,
+                         shard=parse_shard(shard) if shard else None, progress=not quiet)
+    click.echo(f"refined {summary.rows} rows -> {summary.out}")

@@ -1,0 +1,86 @@
+"""Fitting configuration; defaults reproduce the released NeuralSMPL fitter (DESIGN.md "Reference numbers")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from neuralfit.errors import NeuralfitError
+
+
+@dataclass
+class FitConfig:
+    """Settings of :class:`neuralfit.fitting.Fitter`.
+
+    Schedule (seed): stage 1 optimises global orientation + translation for ``stage1_iters`` Adam
+    steps, stage 2 global orientation + body pose (+ betas if ``optimize_betas``) for ``stage2_iters``;
+    lr 0.02 under occlusion (:meth:`occluded`, the default), 0.002 on clean images (:meth:`clean`).
+    The best iterate (lowest total loss) is kept per sample and per stage.
+
+    Loss weights multiply per-sample terms that are all O(1):
+
+    * ``w_feature``: neural-mesh feature NLL (T-scaled, mean over feature-map pixels).
+    * ``w_keypoints``: 2D reprojection, per joint ``c * r^2 / (sigma^2 + r^2)`` (Geman-McClure, as in
+      SMPLify; ``r`` in 224-px units, ``gmof_sigma`` = 100 px), averaged over joints (0..1).
+    * ``w_partseg``: cross-entropy of predicted part probabilities under the rendered parts (per pixel mean).
+    * ``w_silhouette``: squared error of a SoftRas silhouette against the observed mask (off by default:
+      it rasterises with PyTorch3D every iteration).
+    * ``w_pose_prior``: ``prior.penalty(body_pose)`` (VPoser latent NLL + joint-limit excess).
+    * ``w_joint_prior``: an optional separate joint-angle prior's ``penalty(body_pose)``.
+    * ``w_shape_prior``: ``shape_prior.penalty(betas)`` or ``0.5 |betas|^2`` when no shape prior is given.
+
+    Outlier process: ``outlier`` on/off, ``p_fg`` = p(z = 1) (a body pixel is not occluded),
+    ``likelihood`` "mixture" (proper NLL) or "surrogate" (seed code's cosine max).
+
+    Rendering: rasterise every ``cache_every`` iterations (1 = exact every step), ``raster_backend``
+    "auto" | "torch" | "pytorch3d" (see neuralfit.render.raster).
+    """
+
+    stage1_iters: int = 40
+    stage2_iters: int = 80
+    lr: float = 0.02
+    optimize_betas: bool = False
+    second_hypothesis: bool = False
+    keypoints_only: bool = False
+
+    w_feature: float = 1.0
+    w_keypoints: float = 10.0
+    w_partseg: float = 0.2
+    w_silhouette: float = 0.0
+    w_pose_prior: float = 1e-4
+    w_joint_prior: float = 0.0
+    w_shape_prior: float = 1e-2
+    gmof_sigma: float = 100.0
+
+    outlier: bool = True
+    p_fg: float = 0.5
+    likelihood: str = "mixture"
+
+    cache_every: int = 5
+    raster_backend: str = "auto"
+    silhouette_sigma: float = 1e-4
+
+    def __post_init__(self) -> None:
+        if self.stage1_iters < 0 or self.stage2_iters < 0:
+            raise NeuralfitError(f"iteration counts must be >= 0, got {self.stage1_iters}, {self.stage2_iters}")
+        if not self.lr > 0:
+            raise NeuralfitError(f"learning rate must be positive, got {self.lr}")
+        if self.likelihood not in ("mixture", "surrogate"):
+            raise NeuralfitError(f"likelihood must be 'mixture' or 'surrogate', got {self.likelihood!r}")
+        if not 0.0 < self.p_fg < 1.0:
+            raise NeuralfitError(f"p_fg must be in (0, 1), got {self.p_fg}")
+        if self.cache_every < 1:
+            raise NeuralfitError(f"cache_every must be >= 1, got {self.cache_every}")
+
+    @classmethod
+    def occluded(cls, **overrides) -> FitConfig:
+        """Seed preset for occluded images: lr 0.02."""
+        return cls(**{"lr": 0.02, **overrides})
+
+    @classmethod
+    def clean(cls, **overrides) -> FitConfig:
+        """Seed preset for unoccluded images: lr 0.002."""
+        return cls(**{"lr": 0.002, **overrides})
+
+    def with_(self, **changes) -> FitConfig:
+        """A copy with some fields changed."""
+        return replace(self, **changes)
