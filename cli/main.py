@@ -21,17 +21,10 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from neuralfit.cli import body
+    from neuralfit.cli import body, eval, fit, refine, sweep, synth, train
 
-    cli.add_command(body.body)
-    for name in ("train", "synth", "refine"):
-        try:
-            module = __import__(f"neuralfit.cli.{name}", fromlist=[name])
-        except ModuleNotFoundError as exc:
-            if exc.name != f"neuralfit.cli.{name}":
-                raise
-            continue
-        cli.add_command(getattr(module, name))
+    for command in (fit.fit, refine.refine, eval.eval, sweep.sweep, synth.synth, train.train, body.body):
+        cli.add_command(command)
 
 
 _register()

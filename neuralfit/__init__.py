@@ -12,4 +12,13 @@ from neuralfit.errors import NeuralfitError
 
 __version__ = "0.1.0"
 
-__all__ = ["NeuralfitError", "__version__"]
+__all__ = ["NeuralfitError", "__version__", "fit_image"]
+
+
+def __getattr__(name: str):
+    # ``neuralfit.fit_image`` without importing torch at ``import neuralfit`` time.
+    if name == "fit_image":
+        from neuralfit.pipeline import fit_image
+
+        return fit_image
+    raise AttributeError(f"module 'neuralfit' has no attribute {name!r}")

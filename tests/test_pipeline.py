@@ -1,0 +1,392 @@
+"""The photo pipeline on synthetic inputs (no mediapipe, no real photos): camera conversion, default
+initialisation, method selection, outputs, atomic folders, bad input and the CLI's exit status."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from neuralfit.errors import NeuralfitError
+from neuralfit.pipeline import (
+    FitImageConfig,
+    ImageFitter,
+    crop_focal_to_image,
+    crop_from_box,
+    default_init,
+    fit_image,
+    parse_bbox,
+    project_points,
+    transl_to_image_camera,
+)
+
+RES = 224
+F_CROP = 5000.0 * RES / 224.0
+
+
+def _few_iters(**kw):
+    from neuralfit.fitting import FitConfig
+
+    return FitConfig.occluded(stage1_iters=kw.pop("s1", 15), stage2_iters=kw.pop("s2", 15), **kw)
+
+
+# --------------------------------------------------------------------------------------- camera
+def test_transl_conversion_reproduces_the_crop_projection():
+    """The crop camera (focal F, principal point at the crop centre c) and the photo camera (same F,
+    principal point p) see the moved body alike up to |c - p| * |w / z_j - 1| per point (module
+    docstring), which is the bound asserted here."""
+    rng = np.random.default_rng(0)
+    joints_rel = rng.normal(scale=[0.3, 0.5, 0.15], size=(24, 3))
+    t_crop = np.array([0.1, -0.05, 40.0])
+    center, scale = np.array([500.0, 180.0]), 2.0
+    pp = np.array([320.0, 240.0])
+    F = crop_focal_to_image(F_CROP, scale, RES)
+    # What the crop shows, in photo pixels: crop pixels mapped back through the crop's affine.
+    uv_crop = (joints_rel + t_crop)[:, :2] / (joints_rel + t_crop)[:, 2:] * F_CROP + RES / 2
+    uv_photo_expected = (uv_crop - RES / 2) * (200.0 * scale / RES) + center
+    t = transl_to_image_camera(t_crop, joints_rel, center, pp, F, F)
+    uv = project_points(joints_rel + t, F, pp)
+    z = joints_rel[:, 2] + t[2]
+    w = np.sum(1 / z) / np.sum(1 / z**2)
+    bound = np.abs(center - pp)[None] * np.abs(w / z - 1)[:, None]
+    assert np.all(np.abs(uv - uv_photo_expected) <= bound + 1e-6)
+    # Here: 0.45 m depth spread at 40 m, 180 px off-centre -> about a pixel.
+    assert np.abs(uv - uv_photo_expected).max() < 2.0
+    assert t[2] == pytest.approx(t_crop[2])  # depth is unchanged
+
+
+def test_transl_conversion_with_another_focal_keeps_the_projection():
+    """With the photo focal F' != F the body moves to depth z F'/F: same projection to first order."""
+    rng = np.random.default_rng(1)
+    joints_rel = rng.normal(scale=0.2, size=(24, 3))
+    t_crop = np.array([0.0, 0.0, 30.0])
+    center, pp = np.array([200.0, 200.0]), np.array([250.0, 200.0])
+    F = crop_focal_to_image(F_CROP, 1.5, RES)
+    ref = project_points(joints_rel + transl_to_image_camera(t_crop, joints_rel, center, pp, F, F), F, pp)
+    t2 = transl_to_image_camera(t_crop, joints_rel, center, pp, F, 1.5 * F)
+    uv2 = project_points(joints_rel + t2, 1.5 * F, pp)
+    assert t2[2] == pytest.approx(1.5 * t_crop[2])
+    # Weak-perspective error: body depth spread (~0.2 m) / depth (30-45 m) of its ~100 px extent.
+    assert np.abs(uv2 - ref).max() < 1.0
+
+
+def test_crop_from_box_is_spin_style():
+    center, scale = crop_from_box(np.array([10.0, 20.0, 110.0, 420.0]))
+    assert center.tolist() == [60.0, 220.0]
+    assert scale == pytest.approx(1.2 * 400 / 200)
+
+
+@pytest.mark.parametrize("text", ["1,2,3", "a,b,c,d", "10,10,5,20", "0,0,10,nan"])
+def test_bad_bbox_is_one_line_error(text):
+    with pytest.raises(NeuralfitError, match="expected x0,y0,x1,y1"):
+        parse_bbox(text)
+
+
+# --------------------------------------------------------------------------------------- init
+def _project_body(body, go, transl, joint_set="coco17"):
+    with torch.no_grad():
+        out = body(global_orient=torch.tensor(go, dtype=torch.float32)[None],
+                   transl=torch.tensor(transl, dtype=torch.float32)[None], full=False, lowres=True)
+        k3 = body.keypoints(out, joint_set)[0].numpy()
+    uv = k3[:, :2] / k3[:, 2:] * F_CROP + RES / 2
+    return np.concatenate([uv, np.ones((len(uv), 1))], 1)
+
+
+def test_default_init_recovers_depth_and_position_of_a_mean_pose_body(free_body):
+    """A zero-pose body facing the camera: similar triangles on the torso give its depth up to the
+    torso's own depth relief (a few cm at 20+ m: < 1 %), and the hip centre lands on the detected one."""
+    truth = np.array([0.15, 0.1, 25.0])
+    kp = _project_body(free_body, [math.pi, 0, 0], truth)
+    go, pose, t = default_init(free_body, kp, "coco17", RES, F_CROP, np.array([50, 10, 170, 210.0]))
+    assert go.tolist() == pytest.approx([math.pi, 0, 0])
+    assert np.allclose(pose, 0)
+    assert t[2] == pytest.approx(truth[2], rel=0.01)
+    assert np.abs(t[:2] - truth[:2]).max() < 0.01 * truth[2] * 0.2
+
+
+def test_default_init_without_keypoints_uses_the_box(free_body):
+    go, pose, t = default_init(free_body, None, None, RES, F_CROP, np.array([62.0, 12.0, 162.0, 212.0]))
+    assert t[2] == pytest.approx(F_CROP * 1.7 / 200.0, rel=0.05)
+
+
+# --------------------------------------------------------------------------------------- fitting
+@pytest.fixture(scope="module")
+def synthetic_photo(free_body):
+    """A 320x256 grey photo and COCO-17 keypoints of a known body seen with the photo's camera
+    (focal matching the crop convention for the keypoint box)."""
+    from neuralfit.fitting import rotate_about_vertical
+
+    body = free_body
+    go = rotate_about_vertical(torch.tensor([[math.pi, 0, 0]]), 0.4)[0].numpy()
+    pose = np.zeros(69, dtype=np.float32)
+    pose[3 * 15 + 2] = -0.9  # left shoulder down (arm at the side)
+    pose[3 * 16 + 2] = 0.9
+    pose[3 * 3 + 0] = 0.5  # left knee bent
+    transl = np.array([0.05, 0.1, 30.0], dtype=np.float32)
+    F, pp = 2500.0, np.array([128.0, 160.0])
+    with torch.no_grad():
+        out = body(global_orient=torch.tensor(go, dtype=torch.float32)[None],
+                   body_pose=torch.tensor(pose)[None], transl=torch.tensor(transl)[None])
+        k3 = body.keypoints(out, "coco17")[0].numpy()
+    uv = project_points(k3, F, pp)
+    kp = np.concatenate([uv, np.ones((17, 1))], 1).astype(np.float32)
+    img = np.full((320, 256, 3), 120, np.uint8)
+    return img, kp, go, pose
+
+
+def test_keypoints_method_fits_user_keypoints_and_writes_outputs(free_body, synthetic_photo, tmp_path):
+    from neuralfit.detect import PersonKeypoints
+
+    img, kp, go, pose = synthetic_photo
+    cfg = FitImageConfig(fit=_few_iters(s1=30, s2=40))
+    r = fit_image(img, tmp_path / "out", body=free_body, keypoints=[[PersonKeypoints("coco17", kp)]],
+                  method="keypoints", config=cfg)
+    assert r.ok, r.message
+    p = r.people[0]
+    size = max(p.bbox[2] - p.bbox[0], p.bbox[3] - p.bbox[1])
+    err = np.linalg.norm(p.keypoints_fit - kp[:, :2], axis=1)
+    # The keypoints come from this very body model, so a fit reaches a few pixels (the pose prior
+    # and the fixed betas keep it from exact); 5 % of the box is a loose ceiling.
+    assert np.median(err) < 0.05 * size
+    # Front/back: the fitted body faces the camera like the truth (forward axis z < 0).
+    from smplx.lbs import batch_rodrigues
+
+    fwd = batch_rodrigues(torch.tensor(p.global_orient)[None])[0][:, 2]
+    assert fwd[2] < 0
+    folder = tmp_path / "out" / "image_0000"
+    names = sorted(x.name for x in folder.iterdir())
+    assert names == ["fit.json", "mesh.obj", "overlay.png", "params.npz"]  # no occlusion map: no outlier process
+    d = np.load(folder / "params.npz")
+    shapes = {k: d[k].shape for k in d.files}
+    assert shapes["betas"] == (1, 10) and shapes["global_orient"] == (1, 3) and shapes["body_pose"] == (1, 69)
+    assert shapes["transl"] == (1, 3) and shapes["joints3d"] == (1, 24, 3) and shapes["bbox"] == (1, 4)
+    assert shapes["principal_point"] == (2,) and d["focal_length"] > 0
+    # params.npz reproduces the mesh and the fitted keypoints in the photo camera.
+    with torch.no_grad():
+        out = free_body(**{k: torch.tensor(d[k]) for k in ("betas", "global_orient", "body_pose", "transl")})
+        k3 = free_body.keypoints(out, "coco17")[0].numpy()
+    assert np.allclose(project_points(k3, float(d["focal_length"]), d["principal_point"]), p.keypoints_fit, atol=0.05)
+    assert np.allclose(out.joints[0].numpy(), d["joints3d"][0], atol=1e-4)
+    info = json.loads((folder / "fit.json").read_text())
+    assert info["method"] == "keypoints" and info["status"] == "ok"
+    assert info["settings"]["fit"]["keypoints_only"] is True
+    assert set(info["timings_s"]) >= {"detect", "fit", "render"}
+    assert info["assets"]["body"]["name"]
+    assert not [x for x in (tmp_path / "out").iterdir() if x.name.startswith(".")]  # no temp folders left
+
+
+def test_back_facing_keypoints_pick_the_second_hypothesis(free_body, tmp_path):
+    """Keypoints of a body seen from behind: the default init faces the camera, so only the 180-degree
+    second hypothesis can explain the swapped left/right sides."""
+    from neuralfit.detect import PersonKeypoints
+    from neuralfit.fitting import rotate_about_vertical
+
+    go = rotate_about_vertical(torch.tensor([[math.pi, 0, 0]]), math.pi)[0].numpy()
+    F, pp = 2500.0, np.array([128.0, 160.0])
+    with torch.no_grad():
+        out = free_body(global_orient=torch.tensor(go, dtype=torch.float32)[None],
+                        transl=torch.tensor([[0.0, 0.1, 30.0]]))
+        k3 = free_body.keypoints(out, "coco17")[0].numpy()
+    kp = np.concatenate([project_points(k3, F, pp), np.ones((17, 1))], 1).astype(np.float32)
+    img = np.full((320, 256, 3), 120, np.uint8)
+    r = fit_image(img, body=free_body, keypoints=[[PersonKeypoints("coco17", kp)]], method="keypoints",
+                  config=FitImageConfig(fit=_few_iters(), write_overlay=False))
+    assert r.people[0].hypothesis == 1
+    from smplx.lbs import batch_rodrigues
+
+    assert batch_rodrigues(torch.tensor(r.people[0].global_orient)[None])[0][2, 2] > 0  # faces away
+
+
+# --------------------------------------------------------------------------------------- networks
+@pytest.fixture(scope="module")
+def tiny_assets(free_body, tmp_path_factory):
+    """An untrained 64-px network checkpoint and a random neural mesh model for the free body."""
+    from neuralfit.nets import MultiTaskNet, NetConfig, save_network
+    from neuralfit.neural import NeuralMeshModel
+
+    d = tmp_path_factory.mktemp("assets")
+    torch.manual_seed(0)
+    net = MultiTaskNet(NetConfig(input_res=64, feature_dim=16, pretrained=False)).eval()
+    save_network(d / "net.pt", net, free_body)
+    n_low = int(free_body.lowres.part_labels.shape[0])
+    NeuralMeshModel.random(n_low, dim=16, body_name=free_body.name).save(d / "nm.pt")
+    return d / "net.pt", d / "nm.pt"
+
+
+def test_method_selection(free_body, tiny_assets, monkeypatch):
+    import neuralfit.pipeline as pl
+
+    monkeypatch.setattr(pl, "default_assets", lambda: (None, None))
+    f = ImageFitter(free_body, prior=None)
+    assert f.method == "keypoints" and "no network and neural model" in f.method_reason
+    net, nm = tiny_assets
+    assert ImageFitter(free_body, prior=None, network=net, neural_model=nm).method == "neural"
+    monkeypatch.setattr(pl, "default_assets", lambda: (net, nm))  # as if shipped
+    assert ImageFitter(free_body, prior=None).method == "neural"
+    monkeypatch.setattr(pl, "default_assets", lambda: (None, None))
+    with pytest.raises(NeuralfitError, match="needs a network"):
+        ImageFitter(free_body, prior=None, config=FitImageConfig(method="neural"))
+    with pytest.raises(NeuralfitError, match="needs a neural mesh model"):
+        ImageFitter(free_body, prior=None, network=net, config=FitImageConfig(method="neural"))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on machines without a GPU")
+def test_cuda_without_gpu_is_one_line_error(free_body):
+    with pytest.raises(NeuralfitError, match="no CUDA GPU"):
+        ImageFitter(free_body, prior=None, device="cuda")
+
+
+@pytest.mark.parametrize("method", ["neural", "regressor"])
+def test_network_methods_run_end_to_end(free_body, tiny_assets, synthetic_photo, tmp_path, method):
+    """Plumbing with an untrained network: outputs exist with the right shapes; the neural method
+    writes the occlusion map, whose values are posteriors in [0, 1]."""
+    from neuralfit.detect import PersonKeypoints
+
+    img, kp, _, _ = synthetic_photo
+    net, nm = tiny_assets
+    r = fit_image([img], tmp_path, body=free_body, prior=None, network=net, neural_model=nm, method=method,
+                  keypoints=[[PersonKeypoints("coco17", kp)]], config=FitImageConfig(fit=_few_iters(s1=3, s2=3)))[0]
+    assert r.ok and r.method == method
+    names = {x.name for x in (tmp_path / "image_0000").iterdir()}
+    assert {"params.npz", "mesh.obj", "overlay.png", "fit.json"} <= names
+    assert ("occlusion.png" in names) == (method == "neural")
+    if method == "neural":
+        import cv2
+
+        assert r.occlusion.shape == img.shape[:2]
+        assert 0.0 <= r.occlusion.min() and r.occlusion.max() <= 1.0
+        assert r.occlusion.sum() > 0
+        # The map lives on the rendered body: warped back to the photo it must lie on the overlay's body
+        # silhouette, up to one feature-map pixel (crop side / 16 here) of resampling and mesh decimation.
+        p = r.people[0]
+        cell = int(np.ceil(200 * p.scale / 16)) + 1
+        near_body = cv2.dilate(r.body_mask.astype(np.uint8), np.ones((2 * cell + 1, 2 * cell + 1), np.uint8)) > 0
+        assert r.occlusion[~near_body].sum() <= 0.02 * r.occlusion.sum()
+    info = json.loads((tmp_path / "image_0000" / "fit.json").read_text())
+    assert info["assets"]["network"]["path"] == str(net)
+
+
+# --------------------------------------------------------------------------------------- bad input
+def test_unreadable_images_fail_one_by_one(free_body, tmp_path, synthetic_photo):
+    from neuralfit.detect import PersonKeypoints
+
+    img, kp, _, _ = synthetic_photo
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "text.png").write_text("not an image\n")
+    paths = [tmp_path / "empty.jpg", tmp_path / "text.png", tmp_path / "missing.jpg"]
+    rs = fit_image(paths + [img], tmp_path / "out", body=free_body, method="keypoints",
+                   keypoints=[None, None, None, [PersonKeypoints("coco17", kp)]],
+                   config=FitImageConfig(fit=_few_iters(s1=2, s2=2), write_overlay=False))
+    assert [r.status for r in rs] == ["failed", "failed", "failed", "ok"]
+    for r in rs[:3]:
+        assert "\n" not in r.message and str(r.source) in r.message
+    assert sorted(x.name for x in (tmp_path / "out").iterdir()) == ["image_0003"]
+
+
+def test_failed_write_leaves_no_folder_and_keeps_the_old_one(free_body, tmp_path, synthetic_photo, monkeypatch):
+    from neuralfit.detect import PersonKeypoints
+    from neuralfit.io import mesh
+
+    img, kp, _, _ = synthetic_photo
+    args = dict(body=free_body, method="keypoints", keypoints=[[PersonKeypoints("coco17", kp)]],
+                config=FitImageConfig(fit=_few_iters(s1=2, s2=2), write_overlay=False))
+    fit_image([img], tmp_path, **args)
+    before = sorted(x.name for x in (tmp_path / "image_0000").iterdir())
+
+    def boom(*a, **k):
+        raise NeuralfitError("disk full (simulated)")
+
+    monkeypatch.setattr(mesh, "save_obj", boom)
+    r = fit_image([img], tmp_path, **args)[0]
+    assert r.status == "failed" and "simulated" in r.message
+    assert sorted(x.name for x in (tmp_path / "image_0000").iterdir()) == before  # old result intact
+    assert [x.name for x in tmp_path.iterdir()] == ["image_0000"]  # no temp folder left
+
+
+def _run_cli(monkeypatch, capsys, *args):
+    from neuralfit.cli.main import main
+
+    monkeypatch.setattr(sys, "argv", ["neuralfit", "fit", *map(str, args)])
+    try:
+        main()
+        code = 0  # success returns normally
+    except SystemExit as exc:
+        code = exc.code
+    return code, capsys.readouterr().err
+
+
+def test_cli_exit_status_and_one_line_messages(tmp_path, monkeypatch, capsys):
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "text.png").write_text("hello")
+    code, err = _run_cli(monkeypatch, capsys, tmp_path / "empty.jpg", tmp_path / "text.png", "--out",
+                         tmp_path / "out", "-q")
+    assert code == 3
+    warn = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert len(warn) == 2 and "empty file" in warn[0] and "cannot be decoded" in warn[1]
+    assert list((tmp_path / "out").iterdir()) == []
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, err = _run_cli(monkeypatch, capsys, tmp_path / "text.png", "--out", blocker / "sub")
+    assert code == 1 and err.strip().startswith("error: output folder") and len(err.strip().splitlines()) == 1
+
+    code, err = _run_cli(monkeypatch, capsys, tmp_path / "text.png", "--out", tmp_path / "o2", "--bbox", "1,2")
+    assert code == 1 and "--bbox" in err and not (tmp_path / "o2").exists()
+
+
+def test_cli_fits_a_photo_with_a_coco_keypoint_file(tmp_path, monkeypatch, capsys, synthetic_photo):
+    import cv2
+
+    img, kp, _, _ = synthetic_photo
+    cv2.imwrite(str(tmp_path / "person.png"), img[:, :, ::-1])
+    coco = {"images": [{"id": 7, "file_name": "person.png"}],
+            "annotations": [{"image_id": 7, "keypoints": np.concatenate([kp[:, :2], 2 * np.ones((17, 1))], 1)
+                             .reshape(-1).tolist()}]}
+    (tmp_path / "kp.json").write_text(json.dumps(coco))
+    code, err = _run_cli(monkeypatch, capsys, tmp_path / "person.png", "--out", tmp_path / "out", "--keypoints",
+                         tmp_path / "kp.json", "--prior", "none", "--no-overlay")
+    assert code == 0, err
+    assert "method: keypoints" in err
+    d = np.load(tmp_path / "out" / "person" / "params.npz")
+    assert d["body_pose"].shape == (1, 69)
+    info = json.loads((tmp_path / "out" / "person" / "fit.json").read_text())
+    assert info["people"][0]["joint_set"] == "coco17"
+    assert info["people"][0]["keypoint_error_px"]["within_10pct_box"] >= 0.8
+
+
+def test_two_people_share_one_camera(free_body, tmp_path):
+    """Two people of different sizes in one photo (OpenPose BODY-25 file): one mesh each, and both
+    reproject onto their keypoints with the photo's single camera (the smaller person's crop focal
+    differs; the conversion moves them in depth to compensate)."""
+
+    F, pp = 3000.0, np.array([200.0, 150.0])
+    people = []
+    for tx, tz in ((-0.6, 12.0), (0.7, 20.0)):
+        with torch.no_grad():
+            out = free_body(global_orient=torch.tensor([[math.pi, 0, 0]]), transl=torch.tensor([[tx, 0.0, tz]]))
+            k3 = free_body.keypoints(out, "body25")[0].numpy()
+        valid = free_body.keypoint_sets["body25"].valid.numpy()
+        kp = np.concatenate([project_points(k3, F, pp), valid[:, None].astype(np.float64)], 1)
+        people.append({"pose_keypoints_2d": kp.reshape(-1).tolist()})
+    (tmp_path / "op.json").write_text(json.dumps({"people": people}))
+    img = np.full((300, 400, 3), 100, np.uint8)
+    r = fit_image(img, tmp_path / "out", body=free_body, keypoints=tmp_path / "op.json", method="keypoints",
+                  config=FitImageConfig(fit=_few_iters(s1=30, s2=30), write_overlay=False))
+    assert r.ok and len(r.people) == 2
+    names = sorted(x.name for x in (tmp_path / "out" / "image_0000").iterdir())
+    assert names == ["fit.json", "mesh_0.obj", "mesh_1.obj", "params.npz"]
+    d = np.load(tmp_path / "out" / "image_0000" / "params.npz")
+    assert d["transl"].shape == (2, 3) and d["bbox"].shape == (2, 4)
+    for i, p in enumerate(r.people):
+        ok = np.isfinite(p.keypoints_fit).all(1) & (p.keypoints[:, 2] > 0)
+        with torch.no_grad():
+            out = free_body(**{k: torch.tensor(d[k][i : i + 1]) for k in ("betas", "global_orient", "body_pose",
+                                                                            "transl")})
+            k3 = free_body.keypoints(out, "body25")[0].numpy()
+        uv = project_points(k3, float(d["focal_length"]), d["principal_point"])
+        size = max(p.bbox[2] - p.bbox[0], p.bbox[3] - p.bbox[1])
+        assert np.median(np.linalg.norm(uv[ok] - p.keypoints[ok, :2], axis=1)) < 0.05 * size
