@@ -7,7 +7,10 @@ finds one person per call.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,12 +80,13 @@ class PersonDetector:
             import mediapipe as mp
         except ImportError as exc:  # pragma: no cover - a dependency of the package
             raise NeuralfitError(f"mediapipe is not importable ({exc}); reinstall neuralfit") from exc
-        self._pose = mp.solutions.pose.Pose(
-            static_image_mode=True,
-            model_complexity=1,
-            enable_segmentation=self.config.segmentation,
-            min_detection_confidence=self.config.min_detection_confidence,
-        )
+        with _quiet_native_stderr():
+            self._pose = mp.solutions.pose.Pose(
+                static_image_mode=True,
+                model_complexity=1,
+                enable_segmentation=self.config.segmentation,
+                min_detection_confidence=self.config.min_detection_confidence,
+            )
 
     def __enter__(self) -> PersonDetector:
         return self
@@ -107,7 +111,8 @@ class PersonDetector:
                 f"expected an (H, W, 3) uint8 RGB image, got shape {image_rgb.shape} dtype {image_rgb.dtype}"
             )
         h, w = image_rgb.shape[:2]
-        result = self._pose.process(np.ascontiguousarray(image_rgb))
+        with _quiet_native_stderr():
+            result = self._pose.process(np.ascontiguousarray(image_rgb))
         if result.pose_landmarks is None:
             return None
         kp = np.array(
@@ -126,6 +131,30 @@ class PersonDetector:
             mask = np.asarray(result.segmentation_mask, dtype=np.float32)
         bbox = person_box(kp, mask, self.config.min_keypoint_confidence, self.config.mask_threshold, (h, w))
         return Detection(keypoints=kp, bbox=bbox, mask=mask, score=score)
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """Silence stderr at the file-descriptor level while mediapipe's C++ code runs.
+
+    Its TFLite/absl start-up messages ("Created TensorFlow Lite XNNPACK delegate", "Feedback manager
+    requires a model ...") bypass Python logging and GLOG settings. Real failures still surface as
+    Python exceptions.
+    """
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # stderr replaced by a non-file (pytest capture, IDEs)
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), fd)
+            yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
 
 
 def person_box(
