@@ -1,6 +1,6 @@
 """``neuralfit train ...``: training commands (one sub-command per trained artefact).
 
-``train prior`` lives here; other trainers add their own sub-commands to the :func:`train` group.
+``train prior`` lives here; ``train network`` and ``train gmm`` live in :mod:`neuralfit.cli.train_nets`.
 """
 
 from __future__ import annotations
@@ -48,24 +48,12 @@ def prior(out: str, epochs: int | None, batch_size: int | None, kl_weight: float
                f"{meta['train_seconds']:.0f} s on {meta['torch_threads']} thread(s)")
 
 
-# Sub-commands defined in sibling modules (e.g. ``train network`` / ``train gmm`` in train_nets.py):
-# every click command at their top level joins this group. A module that is absent is skipped.
-_SUBCOMMAND_MODULES = ("train_nets",)
-
-
 def _attach_subcommands() -> None:
-    import importlib
+    # The network trainers live in their own module to keep this one readable.
+    from neuralfit.cli.train_nets import gmm, network
 
-    for name in _SUBCOMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"neuralfit.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"neuralfit.cli.{name}":
-                raise
-            continue
-        for obj in vars(module).values():
-            if isinstance(obj, click.Command) and not isinstance(obj, click.Group) and obj.name not in train.commands:
-                train.add_command(obj)
+    train.add_command(network)
+    train.add_command(gmm)
 
 
 _attach_subcommands()
