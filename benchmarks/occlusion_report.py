@@ -197,14 +197,24 @@ def acceptance(reports: dict[str, dict]) -> list[str]:
     return lines
 
 
+def _save_figure(fig, path: Path) -> Path:
+    """Write a matplotlib figure atomically, close it, and return its path."""
+    import matplotlib.pyplot as plt
+
+    from neuralfit.io.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plots(reports: dict[str, dict], ablation: list[dict], out_md: Path) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
-
-    from neuralfit.io.atomic import atomic_path
 
     files = []
     conds = list(reports)
@@ -220,21 +230,13 @@ def plots(reports: dict[str, dict], ablation: list[dict], out_md: Path) -> list[
         ax.set_title(title)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    p = out_md.with_name(out_md.stem + "_methods.png")
-    with atomic_path(p) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    files.append(p)
+    files.append(_save_figure(fig, out_md.with_name(out_md.stem + "_methods.png")))
     if ablation:
         fig, ax = plt.subplots(figsize=(7, 0.45 * len(ablation) + 1.2))
         ax.barh([r["label"] for r in ablation][::-1], [r["summary"].get("pa_mpjpe") or np.nan for r in ablation][::-1])
         ax.set_xlabel("PA-MPJPE on AdvOcc@80 (mm)")
         fig.tight_layout()
-        p = out_md.with_name(out_md.stem + "_ablation.png")
-        with atomic_path(p) as tmp:
-            fig.savefig(tmp, dpi=110)
-        plt.close(fig)
-        files.append(p)
+        files.append(_save_figure(fig, out_md.with_name(out_md.stem + "_ablation.png")))
     return files
 
 

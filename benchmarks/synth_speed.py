@@ -50,9 +50,9 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
 
-    from neuralfit.data.raster import rasterize
     from neuralfit.data.synth import SynthConfig, SynthEngine, load_body
     from neuralfit.data.writer import generate_dataset
+    from neuralfit.render.zbuffer import rasterize
 
     body = load_body(args.body)
     res = args.res

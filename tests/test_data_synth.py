@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from neuralfit.data.raster import rasterize, vertex_visibility
 from neuralfit.data.synth import SynthConfig, SynthEngine
 from neuralfit.data.toybody import ToyBody
 from neuralfit.data.writer import generate_dataset
 from neuralfit.errors import NeuralfitError
+from neuralfit.render.zbuffer import rasterize, vertex_visibility
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 

@@ -1,6 +1,6 @@
 """LASOR-style synthetic, occlusion-aware training and test data.
 
-One image = one target person rendered with the numpy z-buffer (:mod:`neuralfit.data.raster`)
+One image = one target person rendered with the numpy z-buffer (:mod:`neuralfit.render.zbuffer`)
 from a sampled pose (``neuralfit.priors``), shape (the shape prior) and view (random yaw about the
 body's vertical axis, camera elevation and roll: LASOR's view augmentation), dressed by
 :mod:`neuralfit.data.appearance`, on a photo or procedural background, then occluded by
@@ -25,8 +25,8 @@ import torch
 
 from neuralfit.data.appearance import PhotoBank, background, outfit_vertex_colours, shade
 from neuralfit.data.occluders import SHAPES, occluder_texture, place_occluder
-from neuralfit.data.raster import Raster, front_face_sign, rasterize, vertex_visibility
 from neuralfit.errors import NeuralfitError
+from neuralfit.render.zbuffer import Raster, front_face_sign, rasterize, vertex_visibility
 
 
 @dataclass(frozen=True)

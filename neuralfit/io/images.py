@@ -73,8 +73,9 @@ def render_people(
     OpenCV at ``supersample`` x the photo's resolution (sub-pixel vertex positions), Lambert-shaded
     with a light at the camera, then area-downsampled, which anti-aliases the edges. For a closed body
     mesh whose triangles are a few pixels wide this matches a z-buffer render except where triangles
-    intersect; it costs ~0.1 s where PyTorch3D's CPU rasteriser (``neuralfit.render.shaded``) takes
-    several seconds for a 27k-face mesh at 640x480 (measured in benchmarks/fit_photo_speed.py).
+    intersect; it costs ~0.1 s for a 27k-face mesh at 640x480 (benchmarks/fit_photo_speed.py). Unlike
+    ``neuralfit.render.shaded`` (one mesh, per-vertex colours, z-buffered) it anti-aliases and blends
+    several people over the photo.
 
     Args:
         image: (H, W, 3) uint8 RGB photo.

@@ -1,4 +1,4 @@
-"""A small shaded renderer for pictures (demos, overlays): PyTorch3D, vertex colours, OpenCV camera.
+"""A small shaded renderer for pictures (demos, grids, sensitivity meshes): vertex colours, OpenCV camera.
 
 Not used inside fitting (see ``neuralfit.render.raster`` for that). Cameras follow
 docs/architecture.md: OpenCV frame (x right, y down, z forward), intrinsics in pixels.
@@ -34,7 +34,7 @@ def render_shaded(
         principal_point: (cx, cy) in pixels; default the image centre.
         background: optional (H, W, 3) uint8 image to composite over; default white.
         ambient: ambient light share (the rest is diffuse from the camera direction).
-        device: where to rasterise.
+        device: where to shade (rasterisation runs in numpy on the CPU).
 
     Returns:
         (H, W, 3) uint8 image.
@@ -56,7 +56,7 @@ def render_shaded(
         raise NeuralfitError(f"background has shape {background.shape}, expected ({h}, {w}, 3)")
     fx, fy = (focal, focal) if np.isscalar(focal) else focal
     cx, cy = principal_point if principal_point is not None else (w / 2.0, h / 2.0)
-    p2f, bary = _rasterize_tiled(v, f, float(fx), float(fy), float(cx), float(cy), h, w)
+    p2f, bary = _rasterize(v, f, float(fx), float(fy), float(cx), float(cy), h, w)
     hit = p2f >= 0
     face_ids = p2f.clamp(min=0)
     corner = f[face_ids]  # (H, W, 3) vertex ids
@@ -78,53 +78,22 @@ def render_shaded(
     return (out * 255.0 + 0.5).clamp(0, 255).to(torch.uint8).cpu().numpy()
 
 
-def _rasterize_tiled(
-    v: torch.Tensor,
-    f: torch.Tensor,
-    fx: float,
-    fy: float,
-    cx: float,
-    cy: float,
-    h: int,
-    w: int,
-    tile: int = 64,
+def _rasterize(
+    v: torch.Tensor, f: torch.Tensor, fx: float, fy: float, cx: float, cy: float, h: int, w: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """PyTorch3D rasterisation, one tile at a time: (H, W) face ids (-1 = none) and (H, W, 3) barycentrics.
+    """(H, W) face ids (-1 = none) and (H, W, 3) barycentrics, from the numpy z-buffer.
 
-    PyTorch3D's CPU rasteriser is naive, O(pixels x faces) (coarse binning is GPU-only), so a 27k-face
-    mesh at 384 px takes minutes. Rasterising each tile with only the faces whose projected bounding
-    box overlaps it, through a camera whose principal point is shifted to the tile, gives the same
-    result at a fraction of the cost.
+    PyTorch3D's CPU rasteriser is O(pixels x faces) (coarse binning is GPU-only): a 27k-face body at
+    384 px took seconds even when tiled. The z-buffer of :mod:`neuralfit.render.zbuffer` does it in tens
+    of milliseconds; faces with a vertex behind the camera are dropped, as a near plane would.
     """
-    from pytorch3d.renderer import MeshRasterizer, RasterizationSettings
-    from pytorch3d.structures import Meshes
-    from pytorch3d.utils import cameras_from_opencv_projection
+    from neuralfit.render.zbuffer import rasterize
 
-    dev = v.device
-    z = v[:, 2].clamp(min=1e-6)
-    uv = torch.stack([fx * v[:, 0] / z + cx, fy * v[:, 1] / z + cy], dim=1)
-    tri_uv = uv[f]  # (F, 3, 2)
-    lo, hi = tri_uv.min(1).values, tri_uv.max(1).values
-    front = (v[f][:, :, 2] > 1e-6).all(1)
-    p2f = torch.full((h, w), -1, dtype=torch.long, device=dev)
-    bary = torch.zeros(h, w, 3, device=dev)
-    for y0 in range(0, h, tile):
-        for x0 in range(0, w, tile):
-            th, tw = min(tile, h - y0), min(tile, w - x0)
-            sel = front & (hi[:, 0] >= x0) & (lo[:, 0] <= x0 + tw) & (hi[:, 1] >= y0) & (lo[:, 1] <= y0 + th)
-            ids = torch.nonzero(sel).squeeze(1)
-            if ids.numel() == 0:
-                continue
-            k = torch.tensor([[fx, 0.0, cx - x0], [0.0, fy, cy - y0], [0.0, 0.0, 1.0]], device=dev)[None]
-            cams = cameras_from_opencv_projection(
-                torch.eye(3, device=dev)[None],
-                torch.zeros(1, 3, device=dev),
-                k,
-                torch.tensor([[th, tw]], device=dev),
-            )
-            settings = RasterizationSettings(image_size=(th, tw), faces_per_pixel=1, bin_size=0)
-            frags = MeshRasterizer(cameras=cams, raster_settings=settings)(Meshes(verts=[v], faces=[f[ids]]))
-            local = frags.pix_to_face[0, ..., 0]
-            p2f[y0 : y0 + th, x0 : x0 + tw] = torch.where(local >= 0, ids[local.clamp(min=0)], -1)
-            bary[y0 : y0 + th, x0 : x0 + tw] = frags.bary_coords[0, ..., 0, :]
-    return p2f, bary
+    vn = v.detach().cpu().double().numpy()
+    fn = f.detach().cpu().numpy()
+    front = np.nonzero((vn[fn][:, :, 2] > 1e-6).all(1))[0]
+    z = np.maximum(vn[:, 2], 1e-6)
+    uv = np.stack([fx * vn[:, 0] / z + cx, fy * vn[:, 1] / z + cy], axis=1)
+    r = rasterize(uv, z, fn[front], h, w)
+    face = np.where(r.face >= 0, front[np.maximum(r.face, 0)], -1)
+    return torch.as_tensor(face, device=v.device).long(), torch.as_tensor(r.bary, device=v.device).float()

@@ -1,4 +1,4 @@
-"""A vectorised numpy z-buffer rasteriser for the synthetic data engine.
+"""A vectorised numpy z-buffer rasteriser: the synthetic data engine's renderer and the shaded previews' one.
 
 PyTorch3D's CPU rasteriser is O(pixels x faces) and takes ~0.8 s for a 5k-face mesh at 224 px
 (docs/../DESIGN.md), far too slow for making datasets. At the sizes the data engine renders (a
