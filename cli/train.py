@@ -50,10 +50,11 @@ def prior(out: str, epochs: int | None, batch_size: int | None, kl_weight: float
 
 def _attach_subcommands() -> None:
     # The network trainers live in their own module to keep this one readable.
-    from neuralfit.cli.train_nets import gmm, network
+    from neuralfit.cli.train_nets import gmm, network, regressor
 
     train.add_command(network)
     train.add_command(gmm)
+    train.add_command(regressor)
 
 
 _attach_subcommands()

@@ -123,3 +123,63 @@ def gmm(data: tuple[str, ...], network_path: str, out: str, body_spec: str, num_
     click.echo(f"wrote {out}: {model.n_vertices} vertices x {model.n_orientations} orientations x {model.dim} dims, "
                f"{seen} vertices observed, {stats.background_seen} background features, "
                f"kappa_MLE {stats.kappa():.1f} (T used {model.temperature:.4g})")
+
+
+@click.command("regressor")
+@click.option("--network", "network_path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Network checkpoint whose regressor to (re)train; an image regressor is replaced by a keypoint one.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Network checkpoint to write (.pt).")
+@click.option("--data", "data", multiple=True, type=click.Path(exists=True, file_okay=False),
+              help="`neuralfit synth` folder(s): mix the network's own keypoints on these images into every batch.")
+@click.option("--max-images", default=2000, show_default=True, help="Images per --data folder.")
+@click.option("--body", "body_spec", default="free", show_default=True)
+@click.option("--samples", default=60_000, show_default=True, help="Synthetic keypoint sets drawn.")
+@click.option("--steps", default=6_000, show_default=True)
+@click.option("--batch-size", default=256, show_default=True)
+@click.option("--lr", default=2e-4, show_default=True, help="Adam learning rate (cosine decay to 5 %).")
+@click.option("--half", is_flag=True, help="Store weights as float16 (the shipped default).")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--quiet", is_flag=True)
+def regressor(network_path: str, out: str, data: tuple[str, ...], max_images: int, body_spec: str, samples: int,
+              steps: int, batch_size: int, lr: float, half: bool, seed: int, quiet: bool) -> None:
+    """Train the SMPL regressor of a network from 2D keypoints (no images needed) and write OUT.
+
+    Draws posed bodies from the pose/shape priors, projects their keypoints with the synthetic data's
+    camera distribution, corrupts them like a detector would (noise, occluded regions, outliers) and
+    trains the iterative regressor to recover SMPL. Everything but the regressor is copied unchanged.
+    """
+    import torch
+
+    from neuralfit.body import load_body_model
+    from neuralfit.io.atomic import save_json
+    from neuralfit.nets import load_network
+    from neuralfit.nets.checkpoint import save_network
+    from neuralfit.training.network import plot_curves
+    from neuralfit.training.regressor import (
+        RegressorConfig,
+        convert_to_keypoint_regressor,
+        predicted_keypoint_set,
+        train_regressor,
+    )
+
+    body = load_body_model(body_spec)
+    net = load_network(network_path, body)
+    if net.config.regressor_input != "keypoints":
+        net = convert_to_keypoint_regressor(net)
+    predicted = None
+    if data:
+        sets = [predicted_keypoint_set(net, d, max_images=max_images, progress=not quiet) for d in data]
+        predicted = {k: torch.cat([s[k] for s in sets]) for k in sets[0]}
+    cfg = RegressorConfig(samples=samples, steps=steps, batch_size=batch_size, lr=lr, seed=seed)
+    history = train_regressor(net, body, cfg, predicted=predicted, progress=not quiet)
+    info = getattr(net, "checkpoint_info", {})
+    prov = dict(info.get("provenance", {}))
+    prov["regressor_training"] = {**net.regressor_training, "command": " ".join(sys.argv), "data": list(data)}
+    bank = info.get("feature_bank")
+    save_network(out, net, body, provenance=prov, feature_bank=bank, half=half)
+    png_path = Path(out).with_name(Path(out).stem + "_regressor_curves.png")
+    save_json(png_path.with_suffix(".json"), history)
+    plot_curves([{k: v for k, v in h.items() if k != "step"} for h in history], png_path, smooth=50)
+    last = history[-1]
+    click.echo(f"wrote {out}: regressor trained {steps} steps in {net.regressor_training['seconds']:.0f} s; "
+               f"last losses: " + ", ".join(f"{k} {v:.4g}" for k, v in last.items() if k != "step"))

@@ -83,6 +83,8 @@ class FitImageConfig:
         batch_size: crops fitted together (the fitter is batched; memory grows linearly).
         fit: fitter settings; None = the seed's occluded preset (``FitConfig.occluded()``).
         write_overlay: render overlay.png / occlusion.png (the slowest part of writing).
+        regress_from_detections: with a keypoint regressor (``regressor_input="keypoints"``), initialise
+            from the detector's or the user's keypoints instead of the network's heatmap keypoints.
     """
 
     method: str | None = None
@@ -93,6 +95,7 @@ class FitImageConfig:
     batch_size: int = 8
     fit: FitConfig | None = None
     write_overlay: bool = True
+    regress_from_detections: bool = True
 
     def __post_init__(self) -> None:
         if self.method is not None and self.method not in METHODS:
@@ -610,6 +613,8 @@ class ImageFitter:
             from neuralfit.nets import predict
 
             obs = predict(self.net, np.stack(crops), focal=f_crop)
+            if self.net.config.regressor_input == "keypoints" and self.config.regress_from_detections:
+                self._regress_from_detections(obs, people, kps, f_crop)
         t_net = time.perf_counter() - t0
 
         # Group by keypoint set (the fitter takes one joint set per batch).
@@ -639,6 +644,33 @@ class ImageFitter:
             self._finish_image(pics[ii], results[ii], [people[j] for j in members], [fitted[j] for j in members],
                                res, f_crop)
             results[ii].timings["render"] = time.perf_counter() - t0
+
+    def _regress_from_detections(self, obs: dict[str, Any], people: list[_Person], kps: list, f_crop: float) -> None:
+        """Re-run a keypoint regressor on the detector's (or the user's) keypoints where a person has them.
+
+        A photo detector's keypoints are more reliable than heatmaps trained on synthetic renders; the
+        regressor was trained with COCO-only keypoint sets (no neck, pelvis, head top), which is what a
+        BlazePose/COCO/BODY-25 detection gives after :func:`transfer_keypoints`.
+        """
+        import torch
+
+        from neuralfit.body.keypoints import transfer_keypoints
+        from neuralfit.nets.model import regress
+
+        dst = self.body.keypoint_sets[self.net.config.joint_set]
+        rows = [j for j, p in enumerate(people) if kps[j] is not None and p.joint_set in self.body.keypoint_sets]
+        if not rows:
+            return
+        kp_in = obs["keypoints"][rows].clone()
+        for r, j in enumerate(rows):
+            t = transfer_keypoints(kps[j], self.body.keypoint_sets[people[j].joint_set], dst)
+            if (t[:, 2] > 0).sum() >= 6:
+                kp_in[r] = torch.as_tensor(t, device=kp_in.device)
+        smpl = regress(self.net, kp_in, focal=f_crop)
+        idx = torch.tensor(rows, device=kp_in.device)
+        for k, v in smpl.items():
+            obs[k] = obs[k].clone()
+            obs[k][idx] = v
 
     def _fit_group(self, people, members, kps, obs, joint_set, res, f_crop) -> dict[int, dict[str, Any]]:
         """Fit the people ``members`` (all with keypoints of ``joint_set``) in one batch."""

@@ -270,6 +270,33 @@ def test_network_methods_run_end_to_end(free_body, tiny_assets, synthetic_photo,
     assert info["assets"]["network"]["path"] == str(net)
 
 
+def test_keypoint_regressor_starts_from_the_detected_keypoints(free_body, synthetic_photo, tmp_path):
+    """With a keypoint regressor, the init (= the regressor method's answer) comes from the user's COCO
+    keypoints transferred to spin24, not from the network's own heatmaps."""
+    from neuralfit.body.keypoints import transfer_keypoints
+    from neuralfit.data.crop import apply_affine, crop_transform
+    from neuralfit.detect import PersonKeypoints
+    from neuralfit.nets import MultiTaskNet, NetConfig, regress, save_network
+    from neuralfit.pipeline import _box_from_keypoints, crop_from_box
+
+    torch.manual_seed(1)
+    net = MultiTaskNet(NetConfig(input_res=64, feature_dim=16, pretrained=False, regressor_input="keypoints",
+                                 regressor_hidden=64)).eval()
+    save_network(tmp_path / "kpnet.pt", net, free_body)
+    img, kp, _, _ = synthetic_photo
+    r = fit_image([img], tmp_path / "out", body=free_body, prior=None, network=tmp_path / "kpnet.pt",
+                  method="regressor", keypoints=[[PersonKeypoints("coco17", kp)]])[0]
+    assert r.ok
+    box = _box_from_keypoints(kp, img.shape[:2], 0.3)
+    center, scale = crop_from_box(box)
+    k = kp.copy()
+    k[:, :2] = apply_affine(crop_transform(center, scale, 64), k[:, :2])
+    sets = free_body.keypoint_sets
+    want = regress(net, transfer_keypoints(k, sets["coco17"], sets["spin24"])[None])
+    assert np.allclose(r.people[0].body_pose, want["body_pose"][0].numpy(), atol=1e-4)
+    assert np.allclose(r.people[0].betas, want["betas"][0].numpy(), atol=1e-4)
+
+
 # --------------------------------------------------------------------------------------- bad input
 def test_unreadable_images_fail_one_by_one(free_body, tmp_path, synthetic_photo):
     from neuralfit.detect import PersonKeypoints

@@ -197,3 +197,31 @@ def apply_keypoints(kset: KeypointSet, joints: torch.Tensor, landmarks: torch.Te
         )
     src = torch.cat([joints, landmarks], dim=1)
     return torch.einsum("jk,bkc->bjc", kset.weights.to(src), src)
+
+
+def keypoint_correspondence(src: KeypointSet, dst: KeypointSet, tol: float = 1e-6) -> np.ndarray:
+    """(J_dst,) index of the ``src`` keypoint defined exactly like each ``dst`` keypoint, -1 where none is.
+
+    Two keypoints correspond when their rows of ``weights`` agree (same joints and landmark vertices
+    with the same weights), whatever the sets call them ("RShoulder" in body25, "right_shoulder" in
+    spin24). Keypoints a body does not define (``valid`` False) never correspond.
+    """
+    d = (dst.weights[:, None, :] - src.weights[None, :, :]).abs().amax(-1)  # (J_dst, J_src)
+    best = d.min(dim=1)
+    idx = best.indices.cpu().numpy().astype(np.int64)
+    ok = (best.values <= tol).cpu().numpy() & dst.valid.cpu().numpy()
+    ok &= src.valid.cpu().numpy()[idx]
+    return np.where(ok, idx, -1)
+
+
+def transfer_keypoints(keypoints: np.ndarray | torch.Tensor, src: KeypointSet, dst: KeypointSet) -> np.ndarray:
+    """Detections (..., J_src, 3) in set ``src`` -> (..., J_dst, 3) in set ``dst``; confidence 0 where ``src``
+    has no matching keypoint (see :func:`keypoint_correspondence`)."""
+    kp = np.asarray(keypoints, dtype=np.float32)
+    if kp.shape[-2:] != (len(src), 3):
+        raise NeuralfitError(f"keypoints of set {src.name!r} must have shape (..., {len(src)}, 3), got {kp.shape}")
+    idx = keypoint_correspondence(src, dst)
+    out = np.zeros(kp.shape[:-2] + (len(dst), 3), np.float32)
+    have = idx >= 0
+    out[..., have, :] = kp[..., idx[have], :]
+    return out

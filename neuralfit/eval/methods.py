@@ -41,13 +41,15 @@ def regressor_method(net, body, fast: bool = True) -> Method:
 
     ``fast`` runs only backbone + regressor (no decoder / dense heads): the AdvOcc search calls this on
     hundreds of patched crops per image. Falls back to :func:`neuralfit.nets.predict` when the network
-    does not expose ``backbone``/``regressor``.
+    does not expose ``backbone``/``regressor``, or when its regressor reads keypoints (it then needs
+    the decoder and the heatmap head).
     """
     from neuralfit.nets import predict
     from neuralfit.render.camera import CropCamera
 
     res = int(net.config.input_res)
-    can_fast = fast and hasattr(net, "backbone") and hasattr(net, "regressor")
+    can_fast = (fast and hasattr(net, "backbone") and hasattr(net, "regressor")
+                and getattr(net.config, "regressor_input", "image") == "image")
 
     def method(images: np.ndarray, samples: Sequence[EvalSample]) -> Prediction:
         if can_fast:

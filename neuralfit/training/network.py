@@ -32,9 +32,8 @@ from neuralfit.errors import NeuralfitError
 from neuralfit.io.atomic import atomic_path, save_json
 from neuralfit.nets.checkpoint import body_signature, save_network
 from neuralfit.nets.model import STRIDE, MultiTaskNet, NetConfig
-from neuralfit.render.camera import default_focal
 from neuralfit.training import losses as L
-from neuralfit.training.batch import ground_truth, pose_body, prepare_batch
+from neuralfit.training.batch import ground_truth, prepare_batch
 from neuralfit.training.contrastive import (
     FeatureBank,
     adjacency_matrix,
@@ -42,6 +41,7 @@ from neuralfit.training.contrastive import (
     sample_at,
     sample_background,
 )
+from neuralfit.training.regressor import regressor_terms
 
 
 @dataclass
@@ -158,25 +158,10 @@ class NetworkTrainer:
         else:
             terms["heatmap"] = out["heatmaps"].sum() * 0.0
 
-        # Regressor: SMPL parameters, 3D joints, 2D reprojection through the weak-perspective camera.
-        has = batch["has_smpl"]
-        terms["pose"] = L.pose_loss(out["rotmat"], gt.rotmat, has)
-        terms["betas"] = L.betas_loss(out["betas"], batch["betas"], has) if "betas" in batch else terms["pose"] * 0
-        pred_body, _ = pose_body(body, out["betas"], out["rotmat"])
-        # Datasets annotate 2D/3D joints in SPIN's 24-joint order, whatever the heatmap head predicts.
-        j3d = body.keypoints(pred_body, "spin24")  # (B, 24, 3)
-        if "joints3d" in batch:
-            terms["joints3d"] = L.joints3d_loss(j3d, batch["joints3d"])
-        else:
-            terms["joints3d"] = j3d.sum() * 0.0
-        # The regressor's camera is the convention camera of every crop (docs/architecture.md), as in predict().
-        f = default_focal(res)
-        cam = out["cam"]
-        transl = torch.stack([cam[:, 1], cam[:, 2], 2.0 * f / (res * cam[:, 0].clamp(min=1e-2))], dim=-1)
-        pc = j3d + transl[:, None]
-        uv = f * pc[..., :2] / pc[..., 2:].clamp(min=1e-3) + res / 2.0
-        terms["keypoints2d"] = L.keypoints2d_loss(uv, batch["keypoints"], res) if "keypoints" in batch else uv.sum() * 0
-        terms["cam"] = L.camera_scale_loss(cam)
+        # Regressor: SMPL parameters, 3D joints, 2D reprojection through the weak-perspective camera
+        # (the convention camera of every crop, docs/architecture.md, as in predict()).
+        terms.update(regressor_terms(body, out, gt.rotmat, batch["has_smpl"], res, batch.get("betas"),
+                                     batch.get("joints3d"), batch.get("keypoints")))
         return terms, update
 
     def total(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -328,6 +313,8 @@ def train_network(datasets: list[Dataset], out: str | os.PathLike, body: Any, ne
         if not state_path.is_file():
             raise NeuralfitError(f"--resume: no training state {state_path} next to {out}")
         trainer.load_state_dict(torch.load(state_path, map_location=device, weights_only=True))
+        for group in trainer.optimizer.param_groups:  # --lr on resume takes effect (e.g. a lower rate to finish)
+            group["lr"] = config.lr
     else:
         mean = _dataset_mean_params(datasets)
         if mean is not None:
