@@ -53,13 +53,17 @@ def open_datasets(paths: tuple[str, ...], res: int, augment: bool, seed: int = 0
 @click.option("--no-augment", is_flag=True, help="Disable crop/flip/colour/occluder augmentation.")
 @click.option("--freeze-backbone", is_flag=True,
               help="Keep the ImageNet backbone fixed (~3x cheaper steps on CPU; weaker regressor).")
+@click.option("--finetune-stages", default=0, show_default=True,
+              help="With --freeze-backbone: still train the backbone's last N of 5 stages (batch-norm frozen).")
 @click.option("--resume", is_flag=True, help="Continue from OUT.state.pt.")
+@click.option("--init", "init", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="Start a new run from this network checkpoint's weights and feature bank.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def network(data: tuple[str, ...], out: str, epochs: int, batch_size: int, lr: float, res: int, feature_dim: int,
             joint_set: str, backbone: str, backbone_weights: str | None, body_spec: str, device: str, workers: int,
-            max_steps: int | None, no_augment: bool, freeze_backbone: bool, resume: bool, seed: int,
-            quiet: bool) -> None:
+            max_steps: int | None, no_augment: bool, freeze_backbone: bool, finetune_stages: int, resume: bool,
+            init: str | None, seed: int, quiet: bool) -> None:
     """Train the multi-task network (features, part segmentation, keypoints, SMPL regressor) and write OUT.
 
     Also writes OUT.state.pt (for --resume) and <stem>_curves.json/.png. Multi-GPU: launch with
@@ -76,8 +80,9 @@ def network(data: tuple[str, ...], out: str, epochs: int, batch_size: int, lr: f
     net_cfg = NetConfig(backbone=backbone, backbone_weights=backbone_weights, input_res=res, feature_dim=feature_dim,
                         joint_set=joint_set)
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, device=device, num_workers=workers,
-                      max_steps_per_epoch=max_steps, seed=seed, freeze_backbone=freeze_backbone)
-    trainer = train_network(datasets, out, body, net_cfg, cfg, resume=resume,
+                      max_steps_per_epoch=max_steps, seed=seed, freeze_backbone=freeze_backbone,
+                      finetune_stages=finetune_stages)
+    trainer = train_network(datasets, out, body, net_cfg, cfg, resume=resume, init=init,
                             provenance={"command": " ".join(sys.argv), "data": list(data)}, progress=not quiet)
     if int(os.environ.get("RANK", "0")) != 0:
         return

@@ -252,6 +252,39 @@ def test_overfitting_a_tiny_batch_lowers_every_dense_loss(body, fake_data):
     assert torch.allclose(trainer.bank.bank.norm(dim=-1), torch.ones(1), atol=1e-5)
 
 
+def test_finetuning_the_last_stages_keeps_the_rest_and_batch_norm_frozen(body, fake_data):
+    from neuralfit.training.network import NetworkTrainer
+
+    torch.manual_seed(0)
+    net_cfg, cfg = _small_configs(freeze_backbone=True, finetune_stages=2)
+    trainer = NetworkTrainer(body, net_cfg, cfg)
+    stages = trainer.net.backbone.stages()
+    before = [[p.detach().clone() for p in st.parameters()] for st in stages]
+    bn_mean = trainer.net.backbone.net._bn1.running_mean.clone()
+    batch = torch.utils.data.default_collate([fake_data[i] for i in range(4)])
+    trainer.step(batch)
+    changed = [any(not torch.equal(a, b) for a, b in zip(old, st.parameters(), strict=True))
+               for old, st in zip(before, stages, strict=True)]
+    assert changed == [False, False, False, True, True]
+    assert torch.equal(trainer.net.backbone.net._bn1.running_mean, bn_mean)  # statistics stay ImageNet's
+    assert trainer.optimizer.param_groups[1]["lr"] == pytest.approx(cfg.lr * cfg.backbone_lr_scale)
+
+
+def test_init_starts_a_new_run_from_a_checkpoint(body, fake_data, tmp_path):
+    from neuralfit.training.network import train_network
+
+    net_cfg, cfg = _small_configs(epochs=1, max_steps_per_epoch=1)
+    net_cfg.pretrained = False
+    first = train_network([fake_data], tmp_path / "a.pt", body, net_cfg, cfg, progress=False)
+    cfg.max_steps_per_epoch = 0  # no step: the new run's weights are exactly the checkpoint's
+    second = train_network([fake_data], tmp_path / "b.pt", body, net_cfg, cfg, progress=False,
+                           init=tmp_path / "a.pt")
+    for (k, a), b in zip(first.net.state_dict().items(), second.net.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+    assert torch.equal(first.bank.bank, second.bank.bank)
+    assert second.epoch == 1 and second.history == []
+
+
 def test_train_network_writes_checkpoint_curves_and_resumes(body, fake_data, tmp_path):
     from neuralfit.nets import load_network
     from neuralfit.training.network import curve_paths, train_network

@@ -70,6 +70,19 @@ class EfficientNetLite0Backbone(nn.Module):
                     f"backbone weights {path} do not fit efficientnet-lite0 "
                     f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
 
+    def stages(self) -> list[nn.Module]:
+        """The modules of the five stages (ending at strides 2..32), input first; the last includes the head."""
+        net, out, first = self.net, [], 0
+        for k, end in enumerate(self._stage_ends):
+            mods = list(net._blocks[first:end + 1])
+            if k == 0:
+                mods = [net._conv_stem, net._bn0, *mods]
+            if k == len(self._stage_ends) - 1:
+                mods += [net._conv_head, net._bn1]
+            out.append(nn.ModuleList(mods))
+            first = end + 1
+        return out
+
     def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         """(B, 3, H, W) normalised images -> (skips at strides 2..32, pooled (B, 1280))."""
         net = self.net
@@ -137,6 +150,10 @@ class ResNet50Backbone(nn.Module):
                 raise NeuralfitError(
                     f"backbone weights {weights} do not fit a torchvision-style resnet50 "
                     f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+
+    def stages(self) -> list[nn.Module]:
+        """The modules of the five stages (ending at strides 2..32), input first."""
+        return [nn.ModuleList([self.conv1, self.bn1]), self.layer1, self.layer2, self.layer3, self.layer4]
 
     def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         """(B, 3, H, W) normalised images -> (skips at strides 2..32, pooled (B, 2048))."""

@@ -57,6 +57,9 @@ class TrainConfig:
         w_*: loss weights (SPIN: keypoints 5, pose 1, betas 0.001; 3D joints 5).
         max_steps_per_epoch: cap for smoke runs (None = the whole data set).
         freeze_backbone: keep the ImageNet backbone fixed (cheap CPU fine-tuning of decoder, heads, regressor).
+        finetune_stages: with ``freeze_backbone``, still train the last N of the backbone's 5 stages (N = 2:
+            strides 16 and 32, where the semantic features are and a backward pass is cheap), at
+            ``backbone_lr_scale`` x lr, with their batch-norm statistics frozen (batches of 8 are too small).
         num_workers: DataLoader workers. seed: sampling and bank initialisation seed.
         device: "cpu", "cuda", "cuda:1"...; under torchrun each rank uses its LOCAL_RANK GPU when on cuda.
     """
@@ -81,6 +84,8 @@ class TrainConfig:
     w_cam: float = 1.0
     max_steps_per_epoch: int | None = None
     freeze_backbone: bool = False
+    finetune_stages: int = 0
+    backbone_lr_scale: float = 0.3
     num_workers: int = 2
     seed: int = 0
     device: str = "cpu"
@@ -111,8 +116,17 @@ class NetworkTrainer:
         self.model: torch.nn.Module = self.net  # replaced by the DDP wrapper when distributed
         if config.freeze_backbone:
             self.net.backbone.requires_grad_(False)
-        params = [p for p in self.net.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+            if config.finetune_stages > 0:
+                for stage in self.net.backbone.stages()[-config.finetune_stages:]:
+                    stage.requires_grad_(True)
+        backbone_ids = {id(p) for p in self.net.backbone.parameters()}
+        trainable = [p for p in self.net.parameters() if p.requires_grad]
+        groups = [{"params": [p for p in trainable if id(p) not in backbone_ids]}]
+        tuned = [p for p in trainable if id(p) in backbone_ids]
+        if tuned:
+            groups.append({"params": tuned, "lr": config.lr * (config.backbone_lr_scale if config.freeze_backbone
+                                                                else 1.0)})
+        self.optimizer = torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
         self.history: list[dict[str, float]] = []
         self.epoch = 0
         self.generator = torch.Generator().manual_seed(config.seed)
@@ -204,9 +218,28 @@ class NetworkTrainer:
             raise NeuralfitError("training state was made for another body; start a new run without --resume")
         self.net.load_state_dict(state["net"])
         self.bank.load_state_dict(state["bank"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except ValueError as exc:
+            raise NeuralfitError("training state trained another set of parameters (freeze/finetune settings "
+                                 "differ); start a new run from its checkpoint with --init instead") from exc
         self.epoch = int(state["epoch"])
         self.history = list(state["history"])
+
+    @torch.no_grad()
+    def init_from_checkpoint(self, path: str | os.PathLike) -> None:
+        """Start from a network checkpoint's weights (same config) and its contrastive feature bank."""
+        from neuralfit.nets.checkpoint import check_compatible, read_checkpoint
+
+        ckpt = read_checkpoint(path)
+        check_compatible(ckpt, self.body, path)
+        state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
+        try:
+            self.net.load_state_dict(state)
+        except RuntimeError as exc:
+            raise NeuralfitError(f"--init {path}: its architecture differs from this run's: {str(exc)[:200]}") from exc
+        if ckpt.get("feature_bank") is not None:
+            self.bank.bank.copy_(ckpt["feature_bank"].float().to(self.bank.bank.device))
 
     @torch.no_grad()
     def init_from_mean(self, pose: np.ndarray, betas: np.ndarray) -> None:
@@ -283,11 +316,13 @@ def _dataset_mean_params(datasets: list[Dataset]) -> tuple[np.ndarray, np.ndarra
 
 def train_network(datasets: list[Dataset], out: str | os.PathLike, body: Any, net_config: NetConfig | None = None,
                   config: TrainConfig | None = None, resume: bool = False, provenance: dict[str, Any] | None = None,
-                  progress: bool = True) -> NetworkTrainer:
+                  progress: bool = True, init: str | os.PathLike | None = None) -> NetworkTrainer:
     """Train the multi-task network on ``datasets`` (batch contract: :mod:`neuralfit.training.batch`).
 
     Writes ``out`` (network checkpoint, every epoch), ``out.state.pt`` (resume), ``<stem>_curves.json/.png``.
     With ``resume`` the run continues from ``out.state.pt`` up to ``config.epochs`` epochs in total.
+    ``init`` starts a new run (fresh optimiser, epoch 0) from a network checkpoint's weights and feature bank,
+    e.g. to fine-tune with other settings.
     Returns the trainer (network, bank, history).
     """
     from tqdm import tqdm
@@ -313,9 +348,12 @@ def train_network(datasets: list[Dataset], out: str | os.PathLike, body: Any, ne
         if not state_path.is_file():
             raise NeuralfitError(f"--resume: no training state {state_path} next to {out}")
         trainer.load_state_dict(torch.load(state_path, map_location=device, weights_only=True))
-        for group in trainer.optimizer.param_groups:  # --lr on resume takes effect (e.g. a lower rate to finish)
-            group["lr"] = config.lr
-    else:
+        scales = [1.0] + [config.backbone_lr_scale if config.freeze_backbone else 1.0] * 2
+        for group, scale in zip(trainer.optimizer.param_groups, scales, strict=False):
+            group["lr"] = config.lr * scale  # --lr on resume takes effect (e.g. a lower rate to finish)
+    elif init is not None:
+        trainer.init_from_checkpoint(init)
+    if not resume and init is None:
         mean = _dataset_mean_params(datasets)
         if mean is not None:
             trainer.init_from_mean(*mean)
