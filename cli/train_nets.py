@@ -184,7 +184,8 @@ def regressor(network_path: str, out: str, data: tuple[str, ...], max_images: in
     save_network(out, net, body, provenance=prov, feature_bank=bank, half=half)
     png_path = Path(out).with_name(Path(out).stem + "_regressor_curves.png")
     save_json(png_path.with_suffix(".json"), history)
-    plot_curves([{k: v for k, v in h.items() if k != "step"} for h in history], png_path, smooth=50)
+    plot_curves([{k: v for k, v in h.items() if k != "step"} for h in history], png_path, smooth=50,
+                title="neuralfit train regressor: loss per step")
     last = history[-1]
     click.echo(f"wrote {out}: regressor trained {steps} steps in {net.regressor_training['seconds']:.0f} s; "
                f"last losses: " + ", ".join(f"{k} {v:.4g}" for k, v in last.items() if k != "step"))

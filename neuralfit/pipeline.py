@@ -69,8 +69,9 @@ class FitImageConfig:
     """Settings of :func:`fit_image` (defaults: what ``neuralfit fit`` does).
 
     Attributes:
-        method: "neural", "keypoints", "regressor", or None = "neural" when a network and a neural
-            model are available (given or shipped), else "keypoints".
+        method: "neural", "keypoints", "regressor", or None = "neural" when the caller passes a neural
+            model (and a network is given or shipped), else "keypoints" (initialised by the network's
+            regressor when there is a network). ``--method neural`` alone uses the shipped neural model.
         res: crop size in pixels when no network fixes it (a network uses its checkpoint's input_res).
         box_padding: crop side = ``box_padding`` x the longer side of the person box (SPIN: 1.2).
         min_keypoint_confidence: detected keypoints below this get weight 0 in the keypoint term; above it
@@ -402,11 +403,15 @@ class ImageFitter:
         nm_path = Path(neural_model) if neural_model is not None else default_nm
         method = self.config.method
         if method is None:
-            if net_path is not None and nm_path is not None:
-                method, reason = "neural", "auto: a network and a neural model are available"
+            # The shipped neural model is not the default: with the CPU-trained default network its features
+            # do not improve fits (docs/network.md), so "neural" is automatic only for a model the user gives.
+            if net_path is not None and neural_model is not None:
+                method, reason = "neural", "auto: a network and a neural model were given"
+            elif net_path is not None:
+                method, reason = "keypoints", ("auto: keypoints fit initialised by the network's regressor "
+                                               "(pass --neural-model or --method neural for the neural fit)")
             else:
-                missing = " and ".join(n for n, p in (("network", net_path), ("neural model", nm_path)) if p is None)
-                method, reason = "keypoints", f"auto: no {missing} given or shipped, so keypoints only"
+                method, reason = "keypoints", "auto: no network given or shipped, so keypoints only"
         else:
             reason = "chosen by the user"
             if method in ("neural", "regressor") and net_path is None:
@@ -892,7 +897,7 @@ def fit_image(
         keypoints: an OpenPose BODY-25 / COCO-17 JSON file (applies to every image; COCO files are
             matched by file name), or per image a list of ``neuralfit.detect.PersonKeypoints``.
         bbox: "x0,y0,x1,y1" or (4,) array for every image, or a list with one per image.
-        method: "neural", "keypoints", "regressor", or None (auto: neural when assets exist).
+        method: "neural", "keypoints", "regressor", or None (auto: neural when a neural model is passed).
         device: "cpu" or "cuda".
         config: :class:`FitImageConfig` (``method`` here overrides its method).
 

@@ -179,10 +179,13 @@ def test_keypoints_method_fits_user_keypoints_and_writes_outputs(free_body, synt
     assert not [x for x in (tmp_path / "out").iterdir() if x.name.startswith(".")]  # no temp folders left
 
 
-def test_back_facing_keypoints_pick_the_second_hypothesis(free_body, tmp_path):
-    """Keypoints of a body seen from behind: the default init faces the camera, so only the 180-degree
-    second hypothesis can explain the swapped left/right sides."""
+def test_back_facing_keypoints_pick_the_second_hypothesis(free_body, tmp_path, monkeypatch):
+    """Keypoints of a body seen from behind: the default init (no network) faces the camera, so only the
+    180-degree second hypothesis can explain the swapped left/right sides."""
+    import neuralfit.pipeline as pl
     from neuralfit.detect import PersonKeypoints
+
+    monkeypatch.setattr(pl, "default_assets", lambda: (None, None))
     from neuralfit.fitting import rotate_about_vertical
 
     go = rotate_about_vertical(torch.tensor([[math.pi, 0, 0]]), math.pi)[0].numpy()
@@ -222,11 +225,16 @@ def test_method_selection(free_body, tiny_assets, monkeypatch):
 
     monkeypatch.setattr(pl, "default_assets", lambda: (None, None))
     f = ImageFitter(free_body, prior=None)
-    assert f.method == "keypoints" and "no network and neural model" in f.method_reason
+    assert f.method == "keypoints" and "no network" in f.method_reason
     net, nm = tiny_assets
     assert ImageFitter(free_body, prior=None, network=net, neural_model=nm).method == "neural"
     monkeypatch.setattr(pl, "default_assets", lambda: (net, nm))  # as if shipped
-    assert ImageFitter(free_body, prior=None).method == "neural"
+    # Shipped assets: the network initialises a keypoints fit; the neural fit needs asking for.
+    f = ImageFitter(free_body, prior=None)
+    assert f.method == "keypoints" and f.net is not None and "regressor" in f.method_reason
+    assert ImageFitter(free_body, prior=None, neural_model=nm).method == "neural"
+    f = ImageFitter(free_body, prior=None, config=FitImageConfig(method="neural"))
+    assert f.method == "neural" and f.neural_model is not None
     monkeypatch.setattr(pl, "default_assets", lambda: (None, None))
     with pytest.raises(NeuralfitError, match="needs a network"):
         ImageFitter(free_body, prior=None, config=FitImageConfig(method="neural"))

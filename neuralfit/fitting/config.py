@@ -27,6 +27,9 @@ class FitConfig:
     * ``w_pose_prior``: ``prior.penalty(body_pose)`` (VPoser latent NLL + joint-limit excess).
     * ``w_joint_prior``: an optional separate joint-angle prior's ``penalty(body_pose)``.
     * ``w_shape_prior``: ``shape_prior.penalty(betas)`` or ``0.5 |betas|^2`` when no shape prior is given.
+    * ``w_init_pose``: mean squared axis-angle distance (rad^2 per joint) of ``body_pose`` from its
+      initial value: a Gaussian prior centred on the regressor's answer (MAP refinement, as when the
+      regressor is trusted more than weak image evidence). 0 = off, the seed's setting.
 
     Outlier process: ``outlier`` on/off, ``p_fg`` = p(z = 1) (a body pixel is not occluded),
     ``likelihood`` "mixture" (proper NLL) or "surrogate" (seed code's cosine max).
@@ -49,6 +52,7 @@ class FitConfig:
     w_pose_prior: float = 1e-4
     w_joint_prior: float = 0.0
     w_shape_prior: float = 1e-2
+    w_init_pose: float = 0.0
     gmof_sigma: float = 100.0
 
     outlier: bool = True

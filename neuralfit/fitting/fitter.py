@@ -154,6 +154,7 @@ class Fitter:
         self.shape_prior = shape_prior.to(self.device) if isinstance(shape_prior, torch.nn.Module) else shape_prior
         self.joint_prior = joint_prior.to(self.device) if isinstance(joint_prior, torch.nn.Module) else joint_prior
         self._log_parts: torch.Tensor | None = None  # per-fit cache (one fit at a time per Fitter)
+        self._init_pose: torch.Tensor | None = None  # per-fit: the body pose the fit started from
 
     # ------------------------------------------------------------------ validation
     def _prepare(self, batch: FitBatch) -> tuple[FitBatch, int | None]:
@@ -259,9 +260,11 @@ class Fitter:
             if cfg.optimize_betas and cfg.w_shape_prior > 0:
                 sp = self.shape_prior.penalty if self.shape_prior is not None else l2_shape_penalty
                 terms["shape_prior"] = sp(params["betas"])
+            if cfg.w_init_pose > 0 and self._init_pose is not None:
+                terms["init_pose"] = ((params["body_pose"] - self._init_pose) ** 2).reshape(-1, 23, 3).sum(-1).mean(-1)
         weights = {"feature": cfg.w_feature, "partseg": cfg.w_partseg, "silhouette": cfg.w_silhouette,
                    "keypoints": cfg.w_keypoints, "pose_prior": cfg.w_pose_prior, "joint_prior": cfg.w_joint_prior,
-                   "shape_prior": cfg.w_shape_prior}
+                   "shape_prior": cfg.w_shape_prior, "init_pose": cfg.w_init_pose}
         B = params["global_orient"].shape[0]
         total = torch.zeros(B, device=self.device)
         for name, value in terms.items():
@@ -323,6 +326,7 @@ class Fitter:
                   "betas": batch.betas, "transl": batch.transl}
         nb = params["global_orient"].shape[0]
         self._log_parts = log_part_probs(batch.part_probs) if batch.part_probs is not None else None
+        self._init_pose = batch.body_pose.detach().clone()
         cache = None
         if size is not None:
             cache = VisibilityCache(self.body.faces, cam, size, every=cfg.cache_every, backend=cfg.raster_backend)

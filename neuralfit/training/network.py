@@ -270,7 +270,8 @@ def curve_paths(out: Path) -> tuple[Path, Path, Path]:
             out.with_name(out.stem + "_curves.png"))
 
 
-def plot_curves(history: list[dict[str, float]], path: Path, smooth: int = 20) -> None:
+def plot_curves(history: list[dict[str, float]], path: Path, smooth: int = 20,
+                title: str = "neuralfit train network: loss per step") -> None:
     """Write a PNG with one panel per loss term (raw and moving average), atomically."""
     import matplotlib
 
@@ -292,7 +293,7 @@ def plot_curves(history: list[dict[str, float]], path: Path, smooth: int = 20) -
         ax.set_yscale("log" if (y > 0).all() else "linear")
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
-    fig.suptitle("neuralfit train network: loss per step")
+    fig.suptitle(title)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=90)
