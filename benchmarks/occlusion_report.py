@@ -50,6 +50,8 @@ ABLATIONS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("NLL + keypoints", {"w_partseg": 0.0}),
     ("NLL + keypoints + part seg (full)", {}),
     ("full, outlier process off", {"outlier": False}),
+    # Not the seed's: a Gaussian prior around the regressor's pose, with a weaker keypoint term.
+    ("full + init-pose prior (w_init_pose 10, w_keypoints 1)", {"w_init_pose": 10.0, "w_keypoints": 1.0}),
 )
 
 

@@ -153,3 +153,12 @@ def test_training_lowers_held_out_joint_error(free_body, keypoint_net, keypoint_
     first = history[0]["joints3d"]
     assert after < 0.6 * first, (first, after)
     assert keypoint_net.regressor_training["final"]["step"] == cfg.steps - 1
+
+
+def test_advocc_fast_path_of_a_keypoint_regressor_matches_predict(free_body, keypoint_net):
+    from neuralfit.eval.methods import regressor_method
+
+    imgs = (np.random.default_rng(0).uniform(0, 255, (2, RES, RES, 3))).astype(np.uint8)
+    fast = regressor_method(keypoint_net, free_body, fast=True)(imgs, [None, None]).joints3d
+    full = regressor_method(keypoint_net, free_body, fast=False)(imgs, [None, None]).joints3d
+    assert np.allclose(np.asarray(fast), np.asarray(full), atol=1e-5)

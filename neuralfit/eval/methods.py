@@ -39,17 +39,17 @@ def _joints(body, params: dict[str, torch.Tensor], focal: float, res: int) -> Pr
 def regressor_method(net, body, fast: bool = True) -> Method:
     """The network's regressor output as a method.
 
-    ``fast`` runs only backbone + regressor (no decoder / dense heads): the AdvOcc search calls this on
-    hundreds of patched crops per image. Falls back to :func:`neuralfit.nets.predict` when the network
-    does not expose ``backbone``/``regressor``, or when its regressor reads keypoints (it then needs
-    the decoder and the heatmap head).
+    ``fast`` runs only what the regressor needs: backbone + regressor for an image regressor; backbone,
+    decoder, heatmap head + regressor for a keypoint regressor (no feature or part heads). The AdvOcc
+    search calls this on hundreds of patched crops per image. Falls back to
+    :func:`neuralfit.nets.predict` when the network does not expose those modules.
     """
     from neuralfit.nets import predict
     from neuralfit.render.camera import CropCamera
 
     res = int(net.config.input_res)
-    can_fast = (fast and hasattr(net, "backbone") and hasattr(net, "regressor")
-                and getattr(net.config, "regressor_input", "image") == "image")
+    can_fast = fast and hasattr(net, "backbone") and hasattr(net, "regressor")
+    from_keypoints = getattr(getattr(net, "config", None), "regressor_input", "image") == "keypoints"
 
     def method(images: np.ndarray, samples: Sequence[EvalSample]) -> Prediction:
         if can_fast:
@@ -59,8 +59,15 @@ def regressor_method(net, body, fast: bool = True) -> Method:
             net.eval()
             with torch.no_grad():
                 x = _as_image_batch(images, res, net.device)
-                _, pooled = net.backbone(net.normalise(x))
-                out = net.regressor(pooled)
+                skips, pooled = net.backbone(net.normalise(x))
+                if from_keypoints:
+                    from neuralfit.nets.heads import decode_heatmaps
+                    from neuralfit.nets.model import STRIDE, keypoint_vector
+
+                    kp = decode_heatmaps(net.keypoint_head(net.decoder(skips)), STRIDE)
+                    out = net.regressor(keypoint_vector(kp, res))
+                else:
+                    out = net.regressor(pooled)
                 aa = matrix_to_axis_angle(out["rotmat"]).reshape(len(x), -1)
                 cam = CropCamera(res)
                 params = {"global_orient": aa[:, :3], "body_pose": aa[:, 3:], "betas": out["betas"],
