@@ -281,6 +281,7 @@ def train_regressor(net: Any, body: Any, config: RegressorConfig | None = None,
     from tqdm import tqdm
 
     from neuralfit.nets.model import keypoint_vector
+    from neuralfit.nets.rotations import rot6d_to_matrix
 
     cfg = config or RegressorConfig()
     if net.config.regressor_input != "keypoints":
@@ -292,8 +293,6 @@ def train_regressor(net: Any, body: Any, config: RegressorConfig | None = None,
     names = list(body.keypoint_sets["spin24"].names)
     data = sample_keypoint_set(body, cfg.samples, res, cfg, progress=progress)
     # The regressor starts from the mean of the data it learns (HMR's mean-parameter initialisation).
-    from neuralfit.nets.rotations import rot6d_to_matrix
-
     mean_rot = data["rotmat"].mean(0)
     mean_rot = rot6d_to_matrix(torch.cat([mean_rot[..., :, 0], mean_rot[..., :, 1]], dim=-1))
     net.regressor.set_init(mean_rot, data["betas"].mean(0)[: net.config.num_betas])
