@@ -236,7 +236,9 @@ def predicted_keypoint_set(net: Any, folder: str | os.PathLike, max_images: int 
                            batch_size: int = 32, progress: bool = True) -> dict[str, torch.Tensor]:
     """Run ``net`` on a ``neuralfit synth`` folder; return its decoded keypoints with the ground truth.
 
-    Keys as :func:`sample_keypoint_set` plus ``predicted`` (n, J, 3): the network's keypoints.
+    Returns the ground truth as :func:`sample_keypoint_set` does (``rotmat``, ``betas``, ``joints3d``,
+    ``keypoints``; no ``face_visible``) plus ``transl`` (n, 3) and ``predicted`` (n, J, 3), the network's
+    decoded heatmap keypoints, which :func:`train_regressor` uses as they are (no corruption).
     """
     import cv2
     from tqdm import tqdm
