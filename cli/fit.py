@@ -28,7 +28,7 @@ EXIT_SOME_FAILED = 3
 @click.option("--network", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Network checkpoint (default: the shipped one, if any).")
 @click.option("--neural-model", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Neural mesh model .pt (default: the shipped one, if any).")
+              help="Neural mesh model .pt (default with --method neural: the shipped one).")
 @click.option("--keypoints", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="OpenPose BODY-25 or COCO-17 keypoint JSON instead of mediapipe (COCO files are matched "
                    "to images by file name).")
@@ -36,7 +36,8 @@ EXIT_SOME_FAILED = 3
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--method", type=click.Choice(["neural", "keypoints", "regressor"]), default=None,
               help="neural (full NeuralSMPL fit), keypoints (keypoints + priors only), regressor (network "
-                   "only). Default: neural when a network and a neural model are available, else keypoints.")
+                   "only). Default: neural when you pass --neural-model, else keypoints (initialised by the "
+                   "network's regressor; docs/fit.md says why the shipped neural model is not the default).")
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Photos fitted together.")
 @click.option("--threads", type=int, default=1, show_default=True,
               help="CPU threads for torch. The fit's tensors are small, so extra threads mostly wait (2 threads "
