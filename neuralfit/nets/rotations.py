@@ -37,3 +37,10 @@ def matrix_to_axis_angle(m: torch.Tensor) -> torch.Tensor:
     from pytorch3d.transforms import matrix_to_axis_angle as _m2aa
 
     return _m2aa(m)
+
+
+def mean_rotation(rotmats: torch.Tensor) -> torch.Tensor:
+    """(N, ..., 3, 3) rotations -> (..., 3, 3): the average matrix projected back onto rotations through the
+    6D Gram-Schmidt map (the regressor's mean-parameter start, as in HMR)."""
+    m = rotmats.mean(0)
+    return rot6d_to_matrix(torch.cat([m[..., :, 0], m[..., :, 1]], dim=-1))

@@ -244,11 +244,9 @@ class NetworkTrainer:
     @torch.no_grad()
     def init_from_mean(self, pose: np.ndarray, betas: np.ndarray) -> None:
         """Start the regressor from the training set's mean pose (chordal mean of rotations) and shape."""
-        from neuralfit.nets.rotations import axis_angle_to_matrix, rot6d_to_matrix
+        from neuralfit.nets.rotations import axis_angle_to_matrix, mean_rotation
 
-        rot = axis_angle_to_matrix(torch.as_tensor(pose, dtype=torch.float32).reshape(-1, 24, 3)).mean(0)
-        # Project the averaged matrices back onto rotations through the 6D Gram-Schmidt map.
-        rot = rot6d_to_matrix(torch.cat([rot[..., :, 0], rot[..., :, 1]], dim=-1))
+        rot = mean_rotation(axis_angle_to_matrix(torch.as_tensor(pose, dtype=torch.float32).reshape(-1, 24, 3)))
         nb = self.net.config.num_betas
         self.net.regressor.set_init(rot.to(self.device),
                                     torch.as_tensor(betas, dtype=torch.float32).reshape(-1, betas.shape[-1])

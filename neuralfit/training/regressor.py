@@ -283,7 +283,7 @@ def train_regressor(net: Any, body: Any, config: RegressorConfig | None = None,
     from tqdm import tqdm
 
     from neuralfit.nets.model import keypoint_vector
-    from neuralfit.nets.rotations import rot6d_to_matrix
+    from neuralfit.nets.rotations import mean_rotation
 
     cfg = config or RegressorConfig()
     if net.config.regressor_input != "keypoints":
@@ -295,9 +295,7 @@ def train_regressor(net: Any, body: Any, config: RegressorConfig | None = None,
     names = list(body.keypoint_sets["spin24"].names)
     data = sample_keypoint_set(body, cfg.samples, res, cfg, progress=progress)
     # The regressor starts from the mean of the data it learns (HMR's mean-parameter initialisation).
-    mean_rot = data["rotmat"].mean(0)
-    mean_rot = rot6d_to_matrix(torch.cat([mean_rot[..., :, 0], mean_rot[..., :, 1]], dim=-1))
-    net.regressor.set_init(mean_rot, data["betas"].mean(0)[: net.config.num_betas])
+    net.regressor.set_init(mean_rotation(data["rotmat"]), data["betas"].mean(0)[: net.config.num_betas])
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     opt = torch.optim.Adam(net.regressor.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps, eta_min=cfg.lr * 0.05)
