@@ -96,6 +96,33 @@ def test_keypoints_only_recovers_pose_from_exact_2d(fb, prior, scene):
     assert r.history.shape == (40 + 1 + 80 + 1, 4)
 
 
+def test_low_confidence_keypoints_are_ignored_below_the_threshold(fb, scene):
+    """Keypoints under ``min_keypoint_confidence`` carry no weight: moving them 80 px changes nothing,
+    while the same corruption does move an ungated fit."""
+    kp = scene.keypoints.clone()
+    low = torch.zeros(kp.shape[:2], dtype=torch.bool)
+    low[:, [0, 5, 10]] = True  # ankles and a wrist: the joints a detector loses first
+    kp[..., 2] = torch.where(low, torch.full_like(kp[..., 2], 0.3), kp[..., 2])
+    moved = kp.clone()
+    moved[..., 0] += 80.0 * low
+    removed = kp.clone()
+    removed[..., 2] = removed[..., 2].masked_fill(low, 0.0)
+
+    def fit(cfg, keypoints):
+        b = FitBatch(scene.init_go, scene.init_pose, scene.init_transl, res=RES, keypoints=keypoints,
+                     joint_set="spin24")
+        return Fitter(fb, None, None, cfg).fit(b)
+
+    gated = FitConfig(keypoints_only=True, stage1_iters=5, stage2_iters=10, min_keypoint_confidence=0.5)
+    a, b = fit(gated, moved), fit(gated, removed)
+    assert torch.equal(a.body_pose, b.body_pose) and torch.equal(a.transl, b.transl)
+    ungated = gated.with_(min_keypoint_confidence=0.0)
+    c, d = fit(ungated, moved), fit(ungated, kp)
+    assert (c.body_pose - d.body_pose).abs().max() > 1e-3
+    with pytest.raises(NeuralfitError, match="min_keypoint_confidence"):
+        FitConfig(min_keypoint_confidence=1.0)
+
+
 def test_batch_equals_single_fits(fb, scene):
     cfg = FitConfig(stage1_iters=5, stage2_iters=10)
     model = oracle_model(fb)

@@ -220,7 +220,11 @@ class Fitter:
             bad = ~torch.isfinite(k[..., :2]).all(-1) & (torch.nan_to_num(k[..., 2]) > 0)
             if bad.any() or not torch.isfinite(torch.nan_to_num(k[..., 2], nan=0.0)).all():
                 raise NeuralfitError("keypoints contain NaN or inf for joints with positive confidence")
-            out.keypoints = torch.where(torch.isfinite(k), k, torch.zeros_like(k))
+            k = torch.where(torch.isfinite(k), k, torch.zeros_like(k))
+            if self.config.min_keypoint_confidence > 0:
+                low = k[..., 2] < self.config.min_keypoint_confidence
+                k = torch.cat([k[..., :2], k[..., 2:].masked_fill(low[..., None], 0.0)], dim=-1)
+            out.keypoints = k
         for name in ("features", "part_probs", "mask"):
             t = getattr(out, name)
             if t is not None and not torch.isfinite(t).all():
