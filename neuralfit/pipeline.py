@@ -281,6 +281,7 @@ class _Person:
     joint_set: str | None
     center: np.ndarray = field(default_factory=lambda: np.zeros(2))
     scale: float = 1.0
+    mask: np.ndarray | None = None  # (H, W) float32 person probability in photo pixels (mediapipe)
 
 
 def _box_from_keypoints(kp: np.ndarray, image_hw: tuple[int, int], min_conf: float) -> np.ndarray | None:
@@ -306,7 +307,24 @@ def _detect_in_box(detector, image: np.ndarray, bbox: np.ndarray):
         return None
     det.keypoints[:, 0] += x0
     det.keypoints[:, 1] += y0
+    if det.mask is not None:
+        full = np.zeros((h, w), np.float32)
+        full[y0:y1, x0:x1] = det.mask
+        det.mask = full
     return det
+
+
+def _crop_mask(mask: np.ndarray, aff: np.ndarray, res: int, size: int) -> np.ndarray:
+    """A photo's (H, W) person probability -> (size, size) over the crop ``aff`` (the feature map's grid).
+
+    Outside the photo the probability is 0.5 (unknown), not 0: the crop's padding says nothing."""
+    import cv2
+
+    from neuralfit.data.crop import warp
+
+    inside = warp(np.ones(mask.shape, np.float32), aff, res)
+    m = warp(mask.astype(np.float32), aff, res) + 0.5 * (1.0 - inside)
+    return cv2.resize(m, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32)
 
 
 # ---------------------------------------------------------------------------------------------- init
@@ -587,21 +605,23 @@ class ImageFitter:
                 return [_Person(image_index, np.asarray(box, np.float32), None, None)]
             return []
         return [_Person(image_index, np.asarray(box if box is not None else d.bbox, np.float32),
-                        d.keypoints.astype(np.float32), "blazepose33")]
+                        d.keypoints.astype(np.float32), "blazepose33", mask=d.mask)]
 
     def _fit_people(self, pics, people: list[_Person], results: list[ImageFit]) -> None:
         from neuralfit.data.crop import apply_affine, crop_transform, warp
+        from neuralfit.nets.model import STRIDE
         from neuralfit.render.camera import default_focal
 
         res = self.res
         f_crop = default_focal(res)  # docs/architecture.md: 5000 * res / 224
         t0 = time.perf_counter()
-        crops, kps = [], []
+        crops, kps, masks = [], [], []
         for p in people:
             p.center, p.scale = crop_from_box(p.bbox, self.config.box_padding)
             aff = crop_transform(p.center, p.scale, res)
             if self.net is not None:
                 crops.append(warp(pics[p.image_index], aff, res))
+            masks.append(None if p.mask is None else _crop_mask(p.mask, aff, res, res // STRIDE))
             if p.keypoints is not None:
                 k = p.keypoints.copy()
                 k[:, :2] = apply_affine(aff, k[:, :2])
@@ -631,7 +651,7 @@ class ImageFitter:
         fitted: dict[int, dict[str, Any]] = {}
         t0 = time.perf_counter()
         for js, members in groups.items():
-            fitted.update(self._fit_group(people, members, kps, obs, js, res, f_crop))
+            fitted.update(self._fit_group(people, members, kps, obs, js, res, f_crop, masks))
         t_fit = time.perf_counter() - t0
 
         # Back to the photo's camera, meshes, pictures.
@@ -677,7 +697,7 @@ class ImageFitter:
             obs[k] = obs[k].clone()
             obs[k][idx] = v
 
-    def _fit_group(self, people, members, kps, obs, joint_set, res, f_crop) -> dict[int, dict[str, Any]]:
+    def _fit_group(self, people, members, kps, obs, joint_set, res, f_crop, masks) -> dict[int, dict[str, Any]]:
         """Fit the people ``members`` (all with keypoints of ``joint_set``) in one batch."""
         import torch
 
@@ -731,6 +751,11 @@ class ImageFitter:
         if self.method == "neural":
             batch.features = obs["features"][sel]
             batch.part_probs = obs["part_probs"][sel]
+            if any(masks[j] is not None for j in members):
+                # A person without a mask (user keypoints) gets 0.5 everywhere: no evidence either way.
+                size = int(batch.features.shape[-1])
+                batch.mask = torch.tensor(np.stack([masks[j] if masks[j] is not None else
+                                                    np.full((size, size), 0.5, np.float32) for j in members]))
         self._fit_config_used = cfg
         fitter = Fitter(self.body, self.neural_model if self.method == "neural" else None, self.prior, cfg,
                         device=dev)

@@ -133,6 +133,47 @@ def test_outlier_posterior_marks_clutter_pixels(scene):
     assert torch.equal(sur.occlusion[fg] > 0.5, occ[fg] > 0.5)
 
 
+def test_person_mask_is_a_second_observation_of_the_outlier_process(scene):
+    """A segmenter's person probability m enters as p(m | body) = eps + (1 - 2 eps) m, p(m | clutter) =
+    eps + (1 - 2 eps)(1 - m): m = 0.5 says nothing (same posterior, loss up by exactly T log 2 per pixel);
+    m = 0 / 1 moves every covered pixel's log-odds of clutter by +/- log((1 - eps) / eps)."""
+    fb, model, frags, alpha, feats, occluded = scene
+    fg = frags.mask
+    eps, T = 0.05, model.temperature
+    base = model.loss(feats, frags, alpha, fb.part_labels)
+    half = model.loss(feats, frags, alpha, fb.part_labels, person_prob=torch.full((1, 56, 56), 0.5), person_eps=eps)
+    torch.testing.assert_close(half.occlusion, base.occlusion)
+    torch.testing.assert_close(half.loss, base.loss + T * math.log(2.0))
+
+    def logit(p):
+        return torch.log(p) - torch.log1p(-p)
+
+    shift = math.log((1 - eps) / eps)
+    # Half-way features (body + clutter mean, renormalised) keep the posterior away from 0 and 1.
+    bg = model.clutter[0][None, :, None, None].expand_as(feats)
+    mixed = torch.nn.functional.normalize(feats + bg, dim=1).contiguous()
+    base = model.loss(mixed, frags, alpha, fb.part_labels)
+    for m, sign in ((0.0, 1.0), (1.0, -1.0)):
+        out = model.loss(mixed, frags, alpha, fb.part_labels, person_prob=torch.full((1, 56, 56), m), person_eps=eps)
+        p0, p1 = base.occlusion[fg].double().clamp(1e-6, 1 - 1e-6), out.occlusion[fg].double().clamp(1e-6, 1 - 1e-6)
+        ok = (p0 > 1e-3) & (p0 < 1 - 1e-3) & (p1 > 1e-3) & (p1 < 1 - 1e-3)  # float32 sigmoid: logit exact to ~1e-4 here
+        assert ok.sum() > 50, int(ok.sum())
+        torch.testing.assert_close(logit(p1[ok]) - logit(p0[ok]), torch.full_like(p0[ok], sign * shift),
+                                   atol=1e-3, rtol=0)
+    # Features that cannot tell body from clutter: the mask alone then decides which pixels are occluded.
+    flat = model.clutter[0][None, :, None, None].expand_as(feats).contiguous()
+    m = (~occluded).float()
+    out = model.loss(flat, frags, alpha, fb.part_labels, person_prob=m, person_eps=eps)
+    no_mask = model.loss(flat, frags, alpha, fb.part_labels)
+    assert float(out.occlusion[fg & occluded].mean()) > float(no_mask.occlusion[fg & occluded].mean())
+    assert float(out.occlusion[fg & ~occluded].mean()) < float(no_mask.occlusion[fg & ~occluded].mean())
+    with pytest.raises(NeuralfitError, match="person mask must have shape"):
+        model.loss(feats, frags, alpha, fb.part_labels, person_prob=torch.zeros(1, 28, 28))
+    # The surrogate mode and the outlier-free mixture ignore the mask.
+    off = model.loss(feats, frags, alpha, fb.part_labels, outlier=False, person_prob=torch.zeros(1, 56, 56))
+    torch.testing.assert_close(off.loss, model.loss(feats, frags, alpha, fb.part_labels, outlier=False).loss)
+
+
 def test_mixture_nll_matches_direct_formula(scene):
     """The cached, sparse implementation equals the textbook per-pixel mixture computed densely."""
     fb, model, frags, alpha, feats, occluded = scene

@@ -278,6 +278,59 @@ def test_network_methods_run_end_to_end(free_body, tiny_assets, synthetic_photo,
     assert info["assets"]["network"]["path"] == str(net)
 
 
+def test_crop_mask_resamples_the_person_mask_onto_the_feature_grid():
+    """The detector's (H, W) person probability, cropped like the image and area-averaged to the
+    feature map; pixels outside the photo are unknown (0.5), not background."""
+    from neuralfit.data.crop import crop_transform
+    from neuralfit.pipeline import _crop_mask
+
+    mask = np.zeros((200, 100), np.float32)
+    mask[50:150, 25:75] = 1.0
+    # A crop of side 400 px centred on the photo: the photo fills the middle quarter-width.
+    m = _crop_mask(mask, crop_transform(np.array([50.0, 100.0]), 400 / 200.0, 64), 64, 16)
+    assert m.shape == (16, 16) and m.dtype == np.float32
+    assert np.allclose(m[:, 0], 0.5) and np.allclose(m[0, :], 0.5)  # outside the photo
+    assert np.allclose(m[8, 8], 1.0)  # the person
+    assert np.allclose(m[4, 8], 0.0)  # inside the photo, not the person
+
+
+def test_neural_method_gives_the_fitter_the_detector_mask(free_body, tiny_assets, synthetic_photo, tmp_path,
+                                                         monkeypatch):
+    """With mediapipe's mask, the neural fit's batch carries it on the feature grid (FitConfig.person_mask)."""
+    import neuralfit.pipeline as pl
+    from neuralfit.detect import Detection
+    from neuralfit.fitting import Fitter
+
+    img, kp, _, _ = synthetic_photo
+    net, nm = tiny_assets
+    mask = np.zeros(img.shape[:2], np.float32)
+    mask[40:280, 60:200] = 1.0
+    sets = free_body.keypoint_sets
+    from neuralfit.body.keypoints import keypoint_correspondence
+
+    idx = keypoint_correspondence(sets["coco17"], sets["blazepose33"])
+    bp = np.zeros((33, 3), np.float32)
+    bp[idx >= 0] = kp[idx[idx >= 0]]
+
+    class FakeDetector:
+        def __call__(self, image):
+            return Detection(keypoints=bp.copy(), bbox=np.array([60, 40, 200, 280], np.float32), mask=mask, score=1.0)
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(pl.ImageFitter, "_get_detector", lambda self: FakeDetector())
+    seen = []
+    real_fit = Fitter.fit
+    monkeypatch.setattr(Fitter, "fit", lambda self, batch: seen.append(batch.mask) or real_fit(self, batch))
+    r = fit_image([img], tmp_path, body=free_body, prior=None, network=net, neural_model=nm, method="neural",
+                  config=FitImageConfig(fit=_few_iters(s1=2, s2=2)))[0]
+    assert r.ok and len(seen) == 1 and seen[0] is not None
+    size = 64 // 4  # the tiny network's feature map
+    assert tuple(seen[0].shape) == (1, size, size)
+    assert float(seen[0].max()) > 0.9 and float(seen[0].min()) < 0.1
+
+
 def test_keypoint_regressor_starts_from_the_detected_keypoints(free_body, synthetic_photo, tmp_path):
     """With a keypoint regressor, the init (= the regressor method's answer) comes from the user's COCO
     keypoints transferred to spin24, not from the network's own heatmaps."""

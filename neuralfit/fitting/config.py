@@ -36,7 +36,10 @@ class FitConfig:
     error of 10-27 px and ~20 % left/right swaps (docs/network.md), so fits from them use 0.6.
 
     Outlier process: ``outlier`` on/off, ``p_fg`` = p(z = 1) (a body pixel is not occluded),
-    ``likelihood`` "mixture" (proper NLL) or "surrogate" (seed code's cosine max).
+    ``likelihood`` "mixture" (proper NLL) or "surrogate" (seed code's cosine max). ``person_mask``: when
+    the batch carries a person mask (photos: mediapipe's), it is a second observation of the outlier
+    process with ``person_eps`` as its error rate (:meth:`neuralfit.neural.NeuralMeshModel.loss`); the
+    seed has no mask, and without one nothing changes.
 
     Rendering: rasterise every ``cache_every`` iterations (1 = exact every step), ``raster_backend``
     "auto" | "torch" | "pytorch3d" (see neuralfit.render.raster).
@@ -63,6 +66,8 @@ class FitConfig:
     outlier: bool = True
     p_fg: float = 0.5
     likelihood: str = "mixture"
+    person_mask: bool = True
+    person_eps: float = 0.05
 
     cache_every: int = 5
     raster_backend: str = "auto"
@@ -79,6 +84,8 @@ class FitConfig:
             raise NeuralfitError(f"p_fg must be in (0, 1), got {self.p_fg}")
         if not 0.0 <= self.min_keypoint_confidence < 1.0:
             raise NeuralfitError(f"min_keypoint_confidence must be in [0, 1), got {self.min_keypoint_confidence}")
+        if not 0.0 < self.person_eps < 0.5:
+            raise NeuralfitError(f"person_eps must be in (0, 0.5), got {self.person_eps}")
         if self.cache_every < 1:
             raise NeuralfitError(f"cache_every must be >= 1, got {self.cache_every}")
 

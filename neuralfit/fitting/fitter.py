@@ -51,7 +51,8 @@ class FitBatch:
         part_probs: (B, 25, H, W) part probabilities, class 0 background, or None (part term off).
         keypoints: (B, J, 3) ``(u, v, confidence)`` in crop pixels, or None (keypoint term off).
         joint_set: name of the keypoints' joint set (e.g. "spin24", "coco17", "smpl24").
-        mask: (B, H, W) person mask in [0, 1] for the optional silhouette term, or None.
+        mask: (B, H, W) person probability in [0, 1] at the feature-map resolution: the optional silhouette
+            term and a second observation of the outlier process (``FitConfig.person_mask``), or None.
         focal: focal length in crop pixels; None = the convention.
     """
 
@@ -199,7 +200,9 @@ class Fitter:
                 raise _shape_error("part_probs", p, want)
             out.part_probs = p.float().to(dev)
             size = int(p.shape[2])
-        if batch.mask is not None and self.config.w_silhouette > 0 and not self.config.keypoints_only:
+        wants_mask = self.config.w_silhouette > 0 or (self.config.person_mask and self.neural_model is not None
+                                                       and self.config.outlier and self.config.w_feature > 0)
+        if batch.mask is not None and wants_mask and not self.config.keypoints_only:
             m = batch.mask
             if not torch.is_tensor(m) or m.ndim != 3 or m.shape[0] != B or m.shape[1] != m.shape[2] or \
                     (size is not None and m.shape[1] != size):
@@ -243,8 +246,10 @@ class Fitter:
             frags = cache(posed.lowres)
             if batch.features is not None and self.neural_model is not None and cfg.w_feature > 0:
                 alpha = self.neural_model.part_orientation(posed.joints, self.body.parents)
+                person = batch.mask if cfg.person_mask else None
                 fl = self.neural_model.loss(batch.features, frags, alpha, self.body.part_labels, p_fg=cfg.p_fg,
-                                            outlier=cfg.outlier, mode=cfg.likelihood, want_occlusion=want_occlusion)
+                                            outlier=cfg.outlier, mode=cfg.likelihood, want_occlusion=want_occlusion,
+                                            person_prob=person, person_eps=cfg.person_eps)
                 terms["feature"] = fl.loss
                 occlusion = (fl.occlusion, fl.fg_mask) if want_occlusion else None
             if batch.part_probs is not None and cfg.w_partseg > 0:

@@ -280,7 +280,8 @@ class NeuralMeshModel(torch.nn.Module):
 
     def loss(self, feats: torch.Tensor, frags: Fragments, part_alpha: torch.Tensor, vertex_parts: torch.Tensor,
              p_fg: float = 0.5, outlier: bool = True, mode: str = "mixture",
-             want_occlusion: bool = True) -> FeatureLoss:
+             want_occlusion: bool = True, person_prob: torch.Tensor | None = None,
+             person_eps: float = 0.05) -> FeatureLoss:
         """Per-sample feature loss of a rendered body against an observed feature map.
 
         Args:
@@ -291,6 +292,12 @@ class NeuralMeshModel(torch.nn.Module):
             p_fg: prior p(z = 1) that a body pixel is not occluded (outlier process).
             outlier: use the outlier process (False: every body pixel is explained by the body).
             mode: "mixture" (proper NLL) or "surrogate" (seed code's cosine max).
+            person_prob: optional (B, H, W) probability that each pixel shows the person, from a separate
+                segmenter (on photos: mediapipe's mask). In "mixture" mode with the outlier process it is a
+                second observation, independent of the features given z: ``p(m | body) = eps + (1 - 2 eps) m``,
+                ``p(m | clutter) = eps + (1 - 2 eps) (1 - m)``, on covered and uncovered pixels alike, so a
+                covered pixel the segmenter calls "not person" leans to clutter (occluded). Ignored otherwise.
+            person_eps: how much the segmenter is distrusted (0 < eps < 0.5).
         """
         if mode not in MODES:
             raise NeuralfitError(f"feature loss mode must be one of {MODES}, got {mode!r}")
@@ -312,16 +319,32 @@ class NeuralMeshModel(torch.nn.Module):
         alpha = part_alpha.reshape(-1, K).index_select(0, c["parts"].reshape(-1)).view(-1, 3, K)
         weights = bary[..., None] * alpha  # (n, 3, K), sums to 1 per pixel
         Lc = c["Lc"]
+        use_person = person_prob is not None and mode == "mixture" and outlier
+        if use_person:
+            if tuple(person_prob.shape) != (B, H, W):
+                raise NeuralfitError(f"person mask must have shape (B={B}, {H}, {W}), got {tuple(person_prob.shape)}")
+            if not 0.0 < person_eps < 0.5:
+                raise NeuralfitError(f"person_eps must be in (0, 0.5), got {person_eps}")
+            m = person_prob.reshape(-1).to(Lc.dtype).clamp(0.0, 1.0)
+            log_m_body = (person_eps + (1.0 - 2.0 * person_eps) * m).log()
+            log_m_clutter = (person_eps + (1.0 - 2.0 * person_eps) * (1.0 - m)).log()
         if mode == "mixture":
             log_body = (weights * c["E"]).sum(dim=(1, 2)).clamp(min=1e-30).log() + c["m"]
             if outlier:
                 a, b = log_body + math.log(p_fg), Lc + math.log(1.0 - p_fg)
+                if use_person:
+                    a = a + log_m_body.index_select(0, frags.pix)
+                    b = b + log_m_clutter.index_select(0, frags.pix)
                 pix_loss = -T * torch.logaddexp(a, b)
                 occ = torch.sigmoid(b - a)
             else:
                 pix_loss = -T * log_body
                 occ = torch.sigmoid(Lc - log_body)
             bg = c["bg_nll"]
+            if use_person:
+                # Uncovered pixels are clutter: they also explain the segmenter's answer there.
+                uncovered = (~frags.mask).reshape(-1).to(Lc.dtype)
+                bg = bg - T * (uncovered * log_m_clutter).view(B, -1).sum(1)
         else:
             cos_body = (weights * c["S"]).sum(dim=(1, 2))
             cos_clutter = T * Lc  # = max cosine to the clutter mean for a single component
