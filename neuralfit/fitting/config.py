@@ -32,8 +32,9 @@ class FitConfig:
       regressor is trusted more than weak image evidence). 0 = off, the seed's setting.
 
     ``min_keypoint_confidence``: detections below this confidence get no weight in the keypoint term
-    (0 = use all, the seed's setting). The shipped network's heatmap keypoints below 0.6 have a median
-    error of 10-27 px and ~20 % left/right swaps (docs/network.md), so fits from them use 0.6.
+    (0 = use all, the seed's setting). The shipped network's heatmap keypoints below 0.6 have median
+    errors of 10-27 px and 8-24 % left/right swaps; gating them at 0.6 cuts a keypoints fit's damage
+    (docs/network.md, "How good must the keypoints be?").
 
     Outlier process: ``outlier`` on/off, ``p_fg`` = p(z = 1) (a body pixel is not occluded),
     ``likelihood`` "mixture" (proper NLL) or "surrogate" (seed code's cosine max). ``person_mask``: when
