@@ -63,52 +63,51 @@ def main() -> None:
     fitters = {"fit": Fitter(body, None, prior, FitConfig(keypoints_only=True)),
                "fit + init prior": Fitter(body, None, prior, FitConfig(keypoints_only=True, w_init_pose=1.0))}
     gen = torch.Generator().manual_seed(args.seed)
-    sources = [f"GT visible + {s:g} px" for s in (args.noise or [0.0, 2.0, 4.0, 8.0])]
+    # (label, noise std in px or None for the heatmaps, minimum heatmap confidence)
+    sources = [(f"GT visible + {s:g} px", s, 0.0) for s in (args.noise or [0.0, 2.0, 4.0, 8.0])]
     if args.heatmaps:
-        sources.append("network heatmaps")
-    sources += [f"network heatmaps, confidence >= {c:g}" for c in args.heatmap_min_confidence]
+        sources.append(("network heatmaps", None, 0.0))
+    sources += [(f"network heatmaps, confidence >= {c:g}", None, c) for c in args.heatmap_min_confidence]
     pa: dict[tuple[str, str], list[float]] = {}
     flip = torch.as_tensor(SPIN24_FLIP)
     t0 = time.time()
     for s0 in range(0, len(samples), 16):
         chunk = samples[s0:s0 + 16]
         obs = predict(net, np.stack([s.image for s in chunk]))
+        focal, res = float(obs["focal"]), int(obs["res"])
+
+        def pa_mpjpe(params: dict) -> list[float]:
+            return [r["pa_mpjpe"] for r in score(_joints(body, params, focal, res), chunk, body)]  # noqa: B023
+
         items = [ds[s.index] for s in chunk]
         gt = torch.stack([it["keypoints"][:24] for it in items]).float()
         gt[..., 2] = torch.stack([it["visible"][:24] for it in items]).float()
-        for src in sources:
-            if src.startswith("network heatmaps"):
+        for label, std, min_conf in sources:
+            if std is None:
                 kp = obs["keypoints"].float().clone()
-                if "confidence >=" in src:
-                    c = float(src.split(">= ")[1])
-                    kp[..., 2] = kp[..., 2].masked_fill(kp[..., 2] < c, 0.0)
+                kp[..., 2] = kp[..., 2].masked_fill(kp[..., 2] < min_conf, 0.0)
             else:
-                std = float(src.split("+ ")[1].split(" px")[0])
                 kp = gt.clone()
                 kp[..., :2] += std * torch.randn(kp[..., :2].shape, generator=gen)
                 if args.swap > 0:
                     swap = torch.rand(kp.shape[:2], generator=gen) < args.swap
                     swap = swap | swap[:, flip]  # a pair swaps together
                     kp = torch.where(swap[..., None], kp[:, flip], kp)
-            init = regress(net, kp, focal=float(obs["focal"]))
+            init = regress(net, kp, focal=focal)
             p = {k: init[k] for k in ("global_orient", "body_pose", "betas", "transl")}
-            pa.setdefault((src, "regressor"), []).extend(
-                r["pa_mpjpe"] for r in score(_joints(body, p, float(obs["focal"]), int(obs["res"])), chunk, body))
+            pa.setdefault((label, "regressor"), []).extend(pa_mpjpe(p))
             for name, fitter in fitters.items():
-                r = fitter.fit(FitBatch(res=int(obs["res"]), keypoints=kp, joint_set="spin24",
-                                        focal=float(obs["focal"]), **p))
-                q = {"global_orient": r.global_orient, "body_pose": r.body_pose, "betas": r.betas,
-                     "transl": r.transl}
-                pa.setdefault((src, name), []).extend(
-                    x["pa_mpjpe"] for x in score(_joints(body, q, float(obs["focal"]), int(obs["res"])), chunk, body))
+                r = fitter.fit(FitBatch(res=res, keypoints=kp, joint_set="spin24", focal=focal, **p))
+                q = {"global_orient": r.global_orient, "body_pose": r.body_pose, "betas": r.betas, "transl": r.transl}
+                pa.setdefault((label, name), []).extend(pa_mpjpe(q))
     n = len(samples)
     print(f"{args.data}: {n} images, swap probability {args.swap:g}; {platform.node()}, "
           f"{torch.get_num_threads()} threads, {time.time() - t0:.0f} s")
     print("| keypoints | regressor PA-MPJPE | fit | fit - regressor | fit + init prior | fit + init prior - regressor |")
     print("| --- | --- | --- | --- | --- | --- |")
-    for src in sources:
-        reg, fit, fip = (float(np.mean(pa[(src, k)])) for k in ("regressor", "fit", "fit + init prior"))
-        print(f"| {src} | {reg:.1f} | {fit:.1f} | {fit - reg:+.1f} | {fip:.1f} | {fip - reg:+.1f} |")
+    for label, _, _ in sources:
+        reg, fit, fip = (float(np.mean(pa[(label, k)])) for k in ("regressor", "fit", "fit + init prior"))
+        print(f"| {label} | {reg:.1f} | {fit:.1f} | {fit - reg:+.1f} | {fip:.1f} | {fip - reg:+.1f} |")
 
 
 if __name__ == "__main__":
