@@ -38,12 +38,16 @@ class Detection:
         bbox: (4,) ``x0, y0, x1, y1`` around the visible keypoints and the person mask.
         mask: (H, W) float32 person probability, or None when segmentation is off.
         score: mean confidence of the torso keypoints (shoulders, hips), in [0, 1].
+        world_landmarks: (33, 4) mediapipe's metric 3D landmarks ``x, y, z, confidence`` (metres, origin
+            at the hip centre, axes roughly the camera's: x right, y down, z away), or None. mediapipe
+            estimates their rotation monocularly: it is off by 7-24 deg per frame on real photos.
     """
 
     keypoints: np.ndarray
     bbox: np.ndarray
     mask: np.ndarray | None
     score: float
+    world_landmarks: np.ndarray | None = None
 
 
 @dataclass
@@ -130,7 +134,11 @@ class PersonDetector:
         if self.config.segmentation and result.segmentation_mask is not None:
             mask = np.asarray(result.segmentation_mask, dtype=np.float32)
         bbox = person_box(kp, mask, self.config.min_keypoint_confidence, self.config.mask_threshold, (h, w))
-        return Detection(keypoints=kp, bbox=bbox, mask=mask, score=score)
+        world = None
+        if result.pose_world_landmarks is not None:
+            world = np.array([[lm.x, lm.y, lm.z, 0.0] for lm in result.pose_world_landmarks.landmark], np.float32)
+            world[:, 3] = kp[:, 2]
+        return Detection(keypoints=kp, bbox=bbox, mask=mask, score=score, world_landmarks=world)
 
 
 @contextlib.contextmanager
