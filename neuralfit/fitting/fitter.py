@@ -4,7 +4,9 @@
 per sample and Adam's update is elementwise, so samples do not influence each other: a batch of B
 gives the same result as B separate fits (up to float round-off), just faster.
 
-Stages (seed): 1) global orientation + translation; 2) global orientation + body pose (+ betas).
+Stages: 1) ``FitConfig.stage1_params`` (global orientation + translation); 2) ``stage2_params``
+(default global orientation + body pose + translation; the seed froze translation, ``FitConfig.seed()``),
++ betas with ``optimize_betas``. The loss is a sum of :class:`~neuralfit.fitting.terms.Term` objects.
 Each stage starts from the previous stage's best iterate and keeps, per sample, the parameters with
 the lowest total loss seen (evaluated before each step and after the last one).
 
@@ -16,25 +18,20 @@ continue unaffected.
 
 from __future__ import annotations
 
+import copy
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 
 from neuralfit.errors import NeuralfitError
 from neuralfit.fitting.config import FitConfig
-from neuralfit.fitting.losses import (
-    keypoint_loss,
-    l2_shape_penalty,
-    log_part_probs,
-    partseg_loss,
-    silhouette_loss,
-)
+from neuralfit.fitting.losses import log_part_probs
 from neuralfit.fitting.posing import FitBody
+from neuralfit.fitting.terms import Term, TermContext, default_terms
 from neuralfit.render.camera import CropCamera
-from neuralfit.render.raster import VisibilityCache, soft_silhouette
-
-_PARAMS = ("global_orient", "body_pose", "betas", "transl")
+from neuralfit.render.raster import VisibilityCache
 
 
 @dataclass
@@ -46,14 +43,16 @@ class FitBatch:
         body_pose: (B, 69) axis-angle.
         transl: (B, 3) metres, camera frame.
         betas: (B, S) or None (zeros).
-        res: crop resolution in pixels (camera focal 5000 * res / 224, see neuralfit.render.camera).
+        res: crop resolution in pixels.
         features: (B, D, H, W) unit-norm feature map (any stride), or None (feature term off).
         part_probs: (B, 25, H, W) part probabilities, class 0 background, or None (part term off).
         keypoints: (B, J, 3) ``(u, v, confidence)`` in crop pixels, or None (keypoint term off).
         joint_set: name of the keypoints' joint set (e.g. "spin24", "coco17", "smpl24").
         mask: (B, H, W) person probability in [0, 1] at the feature-map resolution: the optional silhouette
             term and a second observation of the outlier process (``FitConfig.person_mask``), or None.
-        focal: focal length in crop pixels; None = the convention.
+        focal: focal length in crop pixels, a number or (B,) per sample; None = the convention 5000 * res / 224.
+        principal_point: (B, 2) principal point in crop pixels (a photo's camera seen in its crops,
+            ``neuralfit.render.camera.crop_camera_from_photo``); None = the crop centre.
     """
 
     global_orient: torch.Tensor
@@ -66,11 +65,16 @@ class FitBatch:
     keypoints: torch.Tensor | None = None
     joint_set: str = "smpl24"
     mask: torch.Tensor | None = None
-    focal: float | None = None
+    focal: float | torch.Tensor | None = None
+    principal_point: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
         return int(self.global_orient.shape[0]) if self.global_orient.ndim == 2 else -1
+
+    def camera(self) -> CropCamera:
+        """The crop camera of this batch."""
+        return CropCamera(self.res, self.focal, self.principal_point)
 
 
 @dataclass
@@ -136,24 +140,28 @@ class Fitter:
         neural_model: a :class:`neuralfit.neural.NeuralMeshModel` for the body's low-res mesh, or None
             (then the feature term is off).
         prior: pose prior with ``penalty(body_pose (B, 69)) -> (B,)`` (e.g. ``neuralfit.priors``), or None.
-        config: :class:`FitConfig` (defaults: the seed's occluded preset).
+        config: :class:`FitConfig` (defaults: the occluded preset, translation free in both stages).
         shape_prior: object with ``penalty(betas) -> (B,)``; None uses ``0.5 |betas|^2``.
         joint_prior: optional extra joint-angle prior with ``penalty(body_pose) -> (B,)``.
-        device: where to fit ("cpu" default; inputs are moved there).
+        device: where to fit ("cpu" default; inputs are moved there). Modules on another device are
+            copied there, never moved: the caller's objects stay where they are.
+        extra_terms: more :class:`~neuralfit.fitting.terms.Term` objects added to the config's terms.
     """
 
     def __init__(self, body, neural_model=None, prior=None, config: FitConfig | None = None, *,
-                 shape_prior=None, joint_prior=None, device: str | torch.device = "cpu"):
+                 shape_prior=None, joint_prior=None, device: str | torch.device = "cpu",
+                 extra_terms: Sequence[Term] = ()):
         self.device = torch.device(device)
         self.config = config or FitConfig()
-        self.body = FitBody.from_body(body).to(self.device)
-        self.neural_model = neural_model.to(self.device) if neural_model is not None else None
+        self.body = FitBody.from_body(_on_device(body, self.device))
+        self.neural_model = _on_device(neural_model, self.device)
         if self.neural_model is not None and self.neural_model.n_vertices != self.body.n_lowres:
             raise NeuralfitError(f"neural model has {self.neural_model.n_vertices} vertices but the body's "
                                  f"low-res mesh has {self.body.n_lowres}")
-        self.prior = prior.to(self.device) if isinstance(prior, torch.nn.Module) else prior
-        self.shape_prior = shape_prior.to(self.device) if isinstance(shape_prior, torch.nn.Module) else shape_prior
-        self.joint_prior = joint_prior.to(self.device) if isinstance(joint_prior, torch.nn.Module) else joint_prior
+        self.prior = _on_device(prior, self.device)
+        self.terms: list[Term] = default_terms(self.config, self.neural_model, self.prior,
+                                               _on_device(joint_prior, self.device),
+                                               _on_device(shape_prior, self.device)) + list(extra_terms)
         self._log_parts: torch.Tensor | None = None  # per-fit cache (one fit at a time per Fitter)
         self._init_pose: torch.Tensor | None = None  # per-fit: the body pose the fit started from
 
@@ -177,7 +185,8 @@ class Fitter:
         if not torch.is_tensor(betas) or betas.ndim != 2 or betas.shape[0] != B:
             raise _shape_error("betas", betas, f"(B={B}, S)")
         out = FitBatch(go.float().to(dev), batch.body_pose.float().to(dev), batch.transl.float().to(dev),
-                       betas.float().to(dev), int(batch.res), joint_set=batch.joint_set, focal=batch.focal)
+                       betas.float().to(dev), int(batch.res), joint_set=batch.joint_set)
+        out.focal, out.principal_point = _prepare_camera(batch.focal, batch.principal_point, B, dev)
         for name in ("global_orient", "body_pose", "transl", "betas"):
             if not torch.isfinite(getattr(out, name)).all():
                 raise NeuralfitError(f"initial {name} contains NaN or inf")
@@ -237,48 +246,20 @@ class Fitter:
     # ------------------------------------------------------------------ losses
     def _terms(self, params: dict[str, torch.Tensor], batch: FitBatch, cam: CropCamera, size: int | None,
                cache: VisibilityCache | None, stage: int, want_occlusion: bool = False):
-        cfg = self.config
         posed = self.body(params["betas"], params["global_orient"], params["body_pose"], params["transl"],
                           lowres=size is not None)
-        terms: dict[str, torch.Tensor] = {}
-        occlusion = None
-        if cache is not None and (batch.features is not None or batch.part_probs is not None):
-            frags = cache(posed.lowres)
-            if batch.features is not None and self.neural_model is not None and cfg.w_feature > 0:
-                alpha = self.neural_model.part_orientation(posed.joints, self.body.parents)
-                person = batch.mask if cfg.person_mask else None
-                fl = self.neural_model.loss(batch.features, frags, alpha, self.body.part_labels, p_fg=cfg.p_fg,
-                                            outlier=cfg.outlier, mode=cfg.likelihood, want_occlusion=want_occlusion,
-                                            person_prob=person, person_eps=cfg.person_eps)
-                terms["feature"] = fl.loss
-                occlusion = (fl.occlusion, fl.fg_mask) if want_occlusion else None
-            if batch.part_probs is not None and cfg.w_partseg > 0:
-                terms["partseg"] = partseg_loss(frags, self.body.part_labels, batch.part_probs,
-                                                log_probs=self._log_parts)
-        if batch.mask is not None and size is not None and cfg.w_silhouette > 0:
-            sil = soft_silhouette(posed.lowres, self.body.faces, cam, size, sigma=cfg.silhouette_sigma)
-            terms["silhouette"] = silhouette_loss(sil, batch.mask)
-        if batch.keypoints is not None and cfg.w_keypoints > 0:
-            kp3d, valid = self.body.keypoints(posed, batch.joint_set)
-            terms["keypoints"] = keypoint_loss(kp3d, valid, batch.keypoints, cam, cfg.gmof_sigma)
-        if stage == 2:
-            if self.prior is not None and cfg.w_pose_prior > 0:
-                terms["pose_prior"] = self.prior.penalty(params["body_pose"])
-            if self.joint_prior is not None and cfg.w_joint_prior > 0:
-                terms["joint_prior"] = self.joint_prior.penalty(params["body_pose"])
-            if cfg.optimize_betas and cfg.w_shape_prior > 0:
-                sp = self.shape_prior.penalty if self.shape_prior is not None else l2_shape_penalty
-                terms["shape_prior"] = sp(params["betas"])
-            if cfg.w_init_pose > 0 and self._init_pose is not None:
-                terms["init_pose"] = ((params["body_pose"] - self._init_pose) ** 2).reshape(-1, 23, 3).sum(-1).mean(-1)
-        weights = {"feature": cfg.w_feature, "partseg": cfg.w_partseg, "silhouette": cfg.w_silhouette,
-                   "keypoints": cfg.w_keypoints, "pose_prior": cfg.w_pose_prior, "joint_prior": cfg.w_joint_prior,
-                   "shape_prior": cfg.w_shape_prior, "init_pose": cfg.w_init_pose}
-        B = params["global_orient"].shape[0]
-        total = torch.zeros(B, device=self.device)
-        for name, value in terms.items():
-            total = total + weights[name] * value
-        return total, terms, occlusion
+        ctx = TermContext(params, posed, batch, self.body, cam, size, cache, self._init_pose, self._log_parts,
+                          want_occlusion)
+        total = torch.zeros(params["global_orient"].shape[0], device=self.device)
+        values: dict[str, torch.Tensor] = {}
+        for term in self.terms:
+            if stage not in term.stages:
+                continue
+            value = term.fn(ctx)
+            if value is not None:
+                values[term.name] = value
+                total = total + term.weight * value
+        return total, values, ctx.occlusion
 
     # ------------------------------------------------------------------ optimisation
     def _run_stage(self, params, names, iters, batch, cam, size, cache, stage, history, rolled_back):
@@ -328,21 +309,21 @@ class Fitter:
         cfg = self.config
         batch, size = self._prepare(batch)
         B = batch.global_orient.shape[0]
-        cam = CropCamera(batch.res, batch.focal)
         if cfg.second_hypothesis:
             batch = _duplicate_batch(batch)
+        cam = batch.camera()
         params = {"global_orient": batch.global_orient, "body_pose": batch.body_pose,
                   "betas": batch.betas, "transl": batch.transl}
         nb = params["global_orient"].shape[0]
         self._log_parts = log_part_probs(batch.part_probs) if batch.part_probs is not None else None
         self._init_pose = batch.body_pose.detach().clone()
         cache = None
-        if size is not None:
+        if size is not None and any(t.needs_render for t in self.terms):
             cache = VisibilityCache(self.body.faces, cam, size, every=cfg.cache_every, backend=cfg.raster_backend)
         history: list[torch.Tensor] = []
         rolled_back = torch.zeros(nb, dtype=torch.bool, device=self.device)
-        stage1 = ("global_orient", "transl")
-        stage2 = ("global_orient", "body_pose") + (("betas",) if cfg.optimize_betas else ())
+        betas = ("betas",) if cfg.optimize_betas else ()
+        stage1, stage2 = tuple(cfg.stage1_params), tuple(cfg.stage2_params) + betas
         params = self._run_stage(params, stage1, cfg.stage1_iters, batch, cam, size, cache, 1, history, rolled_back)
         params = self._run_stage(params, stage2, cfg.stage2_iters, batch, cam, size, cache, 2, history, rolled_back)
         # Final evaluation of the kept iterate with exact (freshly rasterised) visibility.
@@ -380,6 +361,40 @@ def _duplicate_batch(batch: FitBatch) -> FitBatch:
         return None if t is None else torch.cat([t, t], dim=0)
 
     go2 = torch.cat([batch.global_orient, rotate_about_vertical(batch.global_orient)], dim=0)
+    focal = dup(batch.focal) if torch.is_tensor(batch.focal) else batch.focal
     return FitBatch(go2, dup(batch.body_pose), dup(batch.transl), dup(batch.betas), batch.res, dup(batch.features),
-                    dup(batch.part_probs), dup(batch.keypoints), batch.joint_set, dup(batch.mask), batch.focal)
+                    dup(batch.part_probs), dup(batch.keypoints), batch.joint_set, dup(batch.mask), focal,
+                    dup(batch.principal_point))
+
+
+def _on_device(module, device: torch.device):
+    """``module`` on ``device``: itself when it is there already (or not a module), else a moved copy."""
+    if not isinstance(module, torch.nn.Module):
+        return module
+    tensors = list(module.parameters()) + list(module.buffers())
+    if all(t.device == device for t in tensors):
+        return module
+    return copy.deepcopy(module).to(device)
+
+
+def _prepare_camera(focal, principal_point, B: int, dev: torch.device):
+    """Validated focal (number or (B,) tensor) and principal point ((B, 2) tensor or None) on ``dev``."""
+    if torch.is_tensor(focal):
+        if focal.ndim == 0:
+            focal = float(focal)
+        elif tuple(focal.shape) != (B,):
+            raise _shape_error("focal", focal, f"a number or (B={B},)")
+        else:
+            focal = focal.float().to(dev)
+    if focal is not None and not (torch.as_tensor(focal) > 0).all() or \
+            (focal is not None and not torch.isfinite(torch.as_tensor(focal)).all()):
+        raise NeuralfitError(f"camera focal must be positive and finite, got {focal}")
+    if principal_point is not None:
+        pp = torch.as_tensor(principal_point, dtype=torch.float32)
+        if pp.ndim == 1:
+            pp = pp.expand(B, 2)
+        if tuple(pp.shape) != (B, 2) or not torch.isfinite(pp).all():
+            raise _shape_error("principal_point", pp, f"finite (B={B}, 2) crop pixels")
+        principal_point = pp.to(dev)
+    return focal, principal_point
 
