@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from neuralfit.cli.options import check_out_file, check_size
 
 _BODY_HELP = "'free' (the shipped neuralfit-free body) or a path to SMPL files (.pkl/.npz or a model folder)"
 
@@ -65,8 +66,9 @@ def show(body_spec: str, gender: str, pose: str, seed: int, lowres: bool, out: P
     from neuralfit.io.atomic import atomic_path
     from neuralfit.render.shaded import render_shaded
 
-    if out.suffix.lower() != ".png":
-        raise NeuralfitError(f"--out {out} must end in .png")
+    # The camera divides by the size: 0 crashed, a negative size reached OpenCV (issue 18).
+    check_size("--size", size, minimum=16, maximum=8192)
+    check_out_file(out, suffixes=(".png",))
     model, verts, faces, parts = _posed(body_spec, gender, pose, seed, lowres)
     # Camera: OpenCV frame looking at the body's front (SMPL faces +z, up is +y): flip y and z,
     # then place the body so its bounding box fills ~85 % of the image.
@@ -92,11 +94,9 @@ def show(body_spec: str, gender: str, pose: str, seed: int, lowres: bool, out: P
 @click.option("--colors/--no-colors", default=True, show_default=True, help="Store part colours per vertex.")
 def export(body_spec: str, gender: str, pose: str, seed: int, lowres: bool, out: Path, colors: bool) -> None:
     """Save the posed body as an OBJ or PLY mesh (metres, SMPL axes: y up, facing +z)."""
-    from neuralfit.errors import NeuralfitError
     from neuralfit.io.mesh import save_mesh
 
-    if out.suffix.lower() not in (".obj", ".ply"):
-        raise NeuralfitError(f"--out {out} must end in .obj or .ply")
+    check_out_file(out, suffixes=(".obj", ".ply"))
     model, verts, faces, parts = _posed(body_spec, gender, pose, seed, lowres)
     save_mesh(out, verts, faces, model.part_colors[1 + parts] if colors else None)
     click.echo(f"wrote {out} ({model.name}, {len(verts)} vertices, {len(faces)} faces)")

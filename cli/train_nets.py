@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import click
+from neuralfit.cli.options import check_out_file, check_positive_int, check_size, device_option, quiet_option
 
 
 def open_datasets(paths: tuple[str, ...], res: int, augment: bool, seed: int = 0) -> list:
@@ -47,7 +48,7 @@ def open_datasets(paths: tuple[str, ...], res: int, augment: bool, seed: int = 0
 @click.option("--backbone-weights", default=None, type=click.Path(exists=True, dir_okay=False),
               help="Backbone state dict (required for a pretrained resnet50).")
 @click.option("--body", "body_spec", default="free", show_default=True, help="Body model: 'free' or an SMPL path.")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1 ... (torchrun: per-rank GPU).")
+@device_option(help="cpu, cuda, cuda:1 ... (torchrun: per-rank GPU).")
 @click.option("--workers", default=2, show_default=True, help="DataLoader workers.")
 @click.option("--max-steps", default=None, type=int, help="Cap on steps per epoch (smoke runs).")
 @click.option("--no-augment", is_flag=True, help="Disable crop/flip/colour/occluder augmentation.")
@@ -59,7 +60,7 @@ def open_datasets(paths: tuple[str, ...], res: int, augment: bool, seed: int = 0
 @click.option("--init", "init", default=None, type=click.Path(exists=True, dir_okay=False),
               help="Start a new run from this network checkpoint's weights and feature bank.")
 @click.option("--seed", default=0, show_default=True)
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@quiet_option
 def network(data: tuple[str, ...], out: str, epochs: int, batch_size: int, lr: float, res: int, feature_dim: int,
             joint_set: str, backbone: str, backbone_weights: str | None, body_spec: str, device: str, workers: int,
             max_steps: int | None, no_augment: bool, freeze_backbone: bool, finetune_stages: int, resume: bool,
@@ -70,9 +71,24 @@ def network(data: tuple[str, ...], out: str, epochs: int, batch_size: int, lr: f
     `torchrun --nproc_per_node N -m neuralfit.cli.main train network ... --device cuda`.
     """
     from neuralfit.body import load_body_model
+    from neuralfit.errors import NeuralfitError
     from neuralfit.nets import NetConfig
     from neuralfit.training.network import TrainConfig, train_network
 
+    # Checked before anything loads or is written: --epochs 0 used to print "wrote OUT" and write nothing.
+    check_positive_int("--epochs", epochs)
+    check_positive_int("--batch-size", batch_size)
+    check_positive_int("--max-steps", max_steps)
+    check_positive_int("--feature-dim", feature_dim)
+    check_positive_int("--workers", workers, minimum=0)
+    check_size("--res", res, minimum=32)
+    if res % 32:
+        raise NeuralfitError(f"--res must be a multiple of 32, got {res}")
+    if not 0 <= finetune_stages <= 5:
+        raise NeuralfitError(f"--finetune-stages must be 0..5, got {finetune_stages}")
+    if lr <= 0:
+        raise NeuralfitError(f"--lr must be > 0, got {lr}")
+    check_out_file(out)
     if device == "cuda" and "LOCAL_RANK" in os.environ:  # torchrun: one GPU per process
         device = f"cuda:{os.environ['LOCAL_RANK']}"
     body = load_body_model(body_spec, device=device)
@@ -105,17 +121,25 @@ def network(data: tuple[str, ...], out: str, epochs: int, batch_size: int, lr: f
 @click.option("--fit-temperature", is_flag=True, help="Use the MLE concentration instead of --temperature.")
 @click.option("--batch-size", default=16, show_default=True)
 @click.option("--max-batches", default=None, type=int, help="Use only this many batches (smoke runs).")
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--workers", default=2, show_default=True)
-@click.option("--quiet", is_flag=True)
+@device_option
+@click.option("--workers", default=2, show_default=True, help="DataLoader workers.")
+@quiet_option
 def gmm(data: tuple[str, ...], network_path: str, out: str, body_spec: str, num_components: int, tau: float,
         num_clutter: int, temperature: float, fit_temperature: bool, batch_size: int, max_batches: int | None,
         device: str, workers: int, quiet: bool) -> None:
     """Estimate the neural mesh model (per-vertex, per-orientation feature means + clutter) with the network frozen."""
     from neuralfit.body import load_body_model
+    from neuralfit.errors import NeuralfitError
     from neuralfit.nets import load_network
     from neuralfit.training.gmm import accumulate_statistics, build_neural_model
 
+    for name, value in (("--components", num_components), ("--clutter", num_clutter),
+                        ("--batch-size", batch_size), ("--max-batches", max_batches)):
+        check_positive_int(name, value)
+    check_positive_int("--workers", workers, minimum=0)
+    if temperature <= 0 or tau <= 0:
+        raise NeuralfitError(f"--temperature and --tau must be > 0, got {temperature} and {tau}")
+    check_out_file(out)
     body = load_body_model(body_spec, device=device)
     net = load_network(network_path, body, device=device)
     datasets = open_datasets(data, net.config.input_res, augment=False)
@@ -167,6 +191,7 @@ def regressor(network_path: str, out: str, data: tuple[str, ...], max_images: in
         train_regressor,
     )
 
+    check_positive_int("--steps", steps)  # --steps 0 crashed after writing nothing useful (issue 18)
     body = load_body_model(body_spec)
     net = load_network(network_path, body)
     if net.config.regressor_input != "keypoints":

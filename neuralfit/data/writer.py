@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
+import shutil
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -117,6 +118,31 @@ def _check_config(out: Path, config, seed: int) -> dict:
     return meta
 
 
+def _make_folder(out: Path) -> list[Path]:
+    """``mkdir -p out``; returns the folders it created (outermost first) so a failure can undo them."""
+    missing = [p for p in (out, *out.parents) if not p.exists()][::-1]
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise NeuralfitError(f"--out {out}: cannot create the folder ({exc.strerror})") from None
+    return missing
+
+
+def _undo_if_empty(out: Path, created: list[Path], fresh_meta: bool) -> None:
+    """After a failed run that finished no image: remove what this run wrote, so a rerun starts clean.
+
+    A run that finished some images keeps them (and synth.json) for resuming.
+    """
+    if any((out / "records").glob("*.npz")):
+        return
+    if created:
+        shutil.rmtree(created[0], ignore_errors=True)
+    elif fresh_meta:
+        (out / "synth.json").unlink(missing_ok=True)
+        for sub in ("images", "masks", "records"):
+            shutil.rmtree(out / sub, ignore_errors=True)
+
+
 def generate_dataset(
     out: str | os.PathLike,
     count: int,
@@ -142,38 +168,49 @@ def generate_dataset(
     if workers < 1:
         raise NeuralfitError(f"--workers must be >= 1, got {workers}")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     meta = _check_config(out, config, seed)
     src = PoseShapeSource(config.pose_source)
     meta["pose_source_used"] = src.pose_source_used
     meta["shape_source_used"] = src.shape_source_used
-    with atomic_path(out / "synth.json") as tmp:
-        tmp.write_text(json.dumps(meta, indent=2) + "\n")
     todo = [i for i in range(count) if not (out / _names(i)["record"]).exists()]
 
+    import torch
     from tqdm import tqdm
 
-    bar = tqdm(total=count, initial=count - len(todo), desc="synth", unit="img", disable=not progress)
     cfg_dict = config.to_dict()
-    if todo:
-        if workers == 1:
-            import torch
-
-            threads = torch.get_num_threads()  # workers use one thread (same floating-point order); restore after
+    threads = torch.get_num_threads()  # workers use one thread (same floating-point order); restore after
+    try:
+        # Load the body (a bad --body fails here) before anything is written, so a failed run
+        # leaves no synth.json that would refuse the corrected rerun.
+        if todo and workers == 1:
             _init_worker(cfg_dict, str(out), seed)
-            try:
+        elif todo:
+            from neuralfit.data.synth import load_body
+
+            load_body(config.body)
+        created = _make_folder(out)
+        fresh_meta = not (out / "synth.json").exists()
+        with atomic_path(out / "synth.json") as tmp:
+            tmp.write_text(json.dumps(meta, indent=2) + "\n")
+        bar = tqdm(total=count, initial=count - len(todo), desc="synth", unit="img", disable=not progress)
+        try:
+            if todo and workers == 1:
                 for i in todo:
                     _work(i)
                     bar.update(1)
-            finally:
-                globals()["_ENGINE"] = None
-                torch.set_num_threads(threads)
-        else:
-            ctx = mp.get_context("spawn")  # torch + fork is fragile; each worker builds its own engine
-            with ctx.Pool(workers, initializer=_init_worker, initargs=(cfg_dict, str(out), seed)) as pool:
-                for _ in pool.imap_unordered(_work, todo, chunksize=1):
-                    bar.update(1)
-    bar.close()
+            elif todo:
+                ctx = mp.get_context("spawn")  # torch + fork is fragile; each worker builds its own engine
+                with ctx.Pool(workers, initializer=_init_worker, initargs=(cfg_dict, str(out), seed)) as pool:
+                    for _ in pool.imap_unordered(_work, todo, chunksize=1):
+                        bar.update(1)
+        except BaseException:
+            _undo_if_empty(out, created, fresh_meta)
+            raise
+        finally:
+            bar.close()
+    finally:
+        globals()["_ENGINE"] = None
+        torch.set_num_threads(threads)
     return merge_records(out, range(count))
 
 

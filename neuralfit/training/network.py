@@ -327,6 +327,8 @@ def train_network(datasets: list[Dataset], out: str | os.PathLike, body: Any, ne
     from tqdm import tqdm
 
     config = config or TrainConfig()
+    if config.epochs < 1:  # zero epochs would return without writing ``out`` (issue 18)
+        raise NeuralfitError(f"epochs must be >= 1, got {config.epochs}")
     net_config = net_config or NetConfig()
     out = Path(out)
     state_path, json_path, png_path = curve_paths(out)
