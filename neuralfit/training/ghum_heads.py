@@ -1,0 +1,288 @@
+"""Dense heads on BlazePose GHUM's frozen trunk, trained on CPU from cached trunk features.
+
+The trunk runs in an interpreter and is never trained, so its levels are computed once per training crop
+(no augmentation: a cached crop must be the crop the labels describe) and stored as float16 ``.npy``
+memmaps; training then only runs the U-Net decoder and the heads. The loss, the contrastive feature bank
+and the checkpoint format are the ones of ``neuralfit train network`` (:class:`NetworkTrainer` is reused;
+the regressor terms get weight 0 and the keypoint regressor is copied from another network, e.g. the
+shipped default: it reads 2D keypoints, not image features).
+
+::
+
+    python -m neuralfit.training.ghum_heads cache --data runs/ghum/train --out runs/ghum/cache_train
+    python -m neuralfit.training.ghum_heads train --data runs/ghum/train --cache runs/ghum/cache_train \\
+        [--data DIR2 --cache CACHE2 ...] \\
+        --out runs/ghum/net.pt --regressor-from neuralfit/nets/assets/default.pt --steps 3000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from neuralfit.errors import NeuralfitError
+from neuralfit.io.atomic import atomic_path, save_json
+from neuralfit.nets.blazepose import GHUM_LEVELS, BlazePoseGHUMBackbone
+from neuralfit.nets.checkpoint import save_network
+from neuralfit.nets.model import NetConfig
+from neuralfit.training.network import NetworkTrainer, TrainConfig, curve_paths, plot_curves
+
+_META = "meta.json"
+
+
+@dataclass
+class GHUMHeadsConfig:
+    """The GHUM network's architecture and its head training.
+
+    Attributes:
+        input_res: crop size; 256 is GHUM's own input, so the trunk sees the crop unresampled.
+        decoder_channels / head_channels / feature_dim: lighter than the lite0 network's (the stride-4 map
+            is 64 x 64 here): sized so that trunk + decoder + heads stay inside the 60 ms CPU budget.
+        steps / batch_size / lr: Adam, cosine decay to ``lr / 20`` over ``steps``.
+        save_every: steps between checkpoints (network + resumable state).
+    """
+
+    input_res: int = 256
+    decoder_channels: tuple[int, ...] = (96, 64, 48, 48)
+    head_channels: int = 48
+    feature_dim: int = 128
+    steps: int = 3000
+    batch_size: int = 8
+    lr: float = 1e-3
+    save_every: int = 250
+    num_workers: int = 1
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def net_config(self) -> NetConfig:
+        return NetConfig(backbone="blazepose-ghum", pretrained=False, input_res=self.input_res,
+                         feature_dim=self.feature_dim, decoder_channels=self.decoder_channels,
+                         head_channels=self.head_channels, regressor_input="keypoints")
+
+    def train_config(self) -> TrainConfig:
+        # Regressor weights 0: the keypoint regressor is copied in, not trained on image crops.
+        return TrainConfig(epochs=1, batch_size=self.batch_size, lr=self.lr, freeze_backbone=True,
+                           num_workers=self.num_workers, seed=self.seed, w_pose=0.0, w_betas=0.0,
+                           w_joints3d=0.0, w_keypoints2d=0.0, w_cam=0.0)
+
+
+# -- the cache ------------------------------------------------------------------------------------------
+
+def cache_trunk_levels(backbone: BlazePoseGHUMBackbone, dataset: Dataset, out_dir: str | os.PathLike,
+                       limit: int | None = None, progress: bool = True) -> Path:
+    """Write the raw GHUM levels of ``dataset``'s crops (items' ``img``, (3, R, R) in [0, 1]) to ``out_dir``.
+
+    Files: ``level{k}.npy`` (N, C, h, w) float16 and ``meta.json`` (count done, shapes); resumable: an
+    interrupted run continues after the last completed item.
+    """
+    from tqdm import tqdm
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    if n == 0:
+        raise NeuralfitError("cannot cache GHUM features of an empty data set")
+    meta_path = out / _META
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    first = dataset[0]["img"]
+    res = int(first.shape[-1])
+    shapes = [(ch, res // s, res // s) for s, _, ch in GHUM_LEVELS]
+    done = int(meta.get("done", 0)) if meta.get("count") == n and meta.get("res") == res else 0
+    mode = "r+" if done > 0 else "w+"
+    maps = [np.lib.format.open_memmap(out / f"level{k}.npy", mode=mode, dtype=np.float16, shape=(n, *shp))
+            for k, shp in enumerate(shapes)]
+    bar = tqdm(total=n, initial=done, desc="GHUM cache", disable=not progress, dynamic_ncols=True)
+    chunk = 16
+    for start in range(done, n, chunk):
+        idx = range(start, min(n, start + chunk))
+        imgs = torch.stack([torch.as_tensor(dataset[i]["img"]).float() for i in idx])
+        for m, lev in zip(maps, backbone.trunk_levels(imgs), strict=True):
+            m[start:start + len(idx)] = lev.numpy().astype(np.float16)
+        for m in maps:
+            m.flush()
+        meta = {"count": n, "done": start + len(idx), "res": res, "shapes": shapes,
+                "levels": [name for _, name, _ in GHUM_LEVELS]}
+        with atomic_path(meta_path) as tmp:
+            Path(tmp).write_text(json.dumps(meta))
+        bar.update(len(idx))
+    bar.close()
+    return out
+
+
+def _open_cache(cache_dir: str | os.PathLike) -> tuple[dict[str, Any], list[np.ndarray]]:
+    d = Path(cache_dir)
+    meta_path = d / _META
+    if not meta_path.is_file():
+        raise NeuralfitError(f"{d} is not a GHUM feature cache (no {_META}); run `ghum_heads cache` first")
+    meta = json.loads(meta_path.read_text())
+    if meta["done"] != meta["count"]:
+        raise NeuralfitError(f"GHUM feature cache {d} is incomplete ({meta['done']} of {meta['count']}); rerun cache")
+    return meta, [np.load(d / f"level{k}.npy", mmap_mode="r") for k in range(len(GHUM_LEVELS))]
+
+
+def level_statistics(cache_dir: str | os.PathLike, max_items: int = 400) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Per-channel mean and std of each cached level over (up to) ``max_items`` evenly spaced crops."""
+    meta, maps = _open_cache(cache_dir)
+    idx = np.linspace(0, meta["count"] - 1, min(max_items, meta["count"])).astype(int)
+    means, stds = [], []
+    for m in maps:
+        x = torch.from_numpy(np.asarray(m[idx], dtype=np.float32))  # (n, C, h, w)
+        means.append(x.mean(dim=(0, 2, 3)))
+        stds.append(x.std(dim=(0, 2, 3)))
+    return means, stds
+
+
+class CachedLevels(Dataset):
+    """Items of ``dataset`` (un-augmented) plus ``trunk_levels``: their cached GHUM levels as float tensors."""
+
+    def __init__(self, dataset: Dataset, cache_dir: str | os.PathLike):
+        self.dataset = dataset
+        self.cache_dir = Path(cache_dir)
+        meta, _ = _open_cache(cache_dir)
+        self.count = int(meta["count"])
+        if self.count > len(dataset):
+            raise NeuralfitError(f"GHUM cache {cache_dir} has {self.count} crops, its data set only {len(dataset)}")
+        self._maps: list[np.ndarray] | None = None  # opened per process (DataLoader workers)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        if self._maps is None:
+            self._maps = _open_cache(self.cache_dir)[1]
+        item = dict(self.dataset[i])
+        item["trunk_levels"] = [torch.from_numpy(np.asarray(m[i], dtype=np.float32)) for m in self._maps]
+        return item
+
+
+# -- training -----------------------------------------------------------------------------------------
+
+class CachedTrainer(NetworkTrainer):
+    """:class:`NetworkTrainer` whose backbone is fed each batch's cached levels instead of running GHUM."""
+
+    def step(self, raw_batch: dict[str, Any]) -> dict[str, float]:
+        levels = raw_batch.pop("trunk_levels")
+        self.net.backbone.feed([t.to(self.device) for t in levels])
+        return super().step(raw_batch)
+
+
+def copy_regressor(net: torch.nn.Module, source: str | os.PathLike) -> None:
+    """Copy the keypoint regressor (weights + mean-pose buffers) of the network checkpoint ``source``."""
+    from neuralfit.nets.checkpoint import read_checkpoint
+
+    ckpt = read_checkpoint(source)
+    if ckpt["config"].get("regressor_input") != "keypoints":
+        raise NeuralfitError(f"{source}: its regressor reads image features; a keypoint regressor is needed")
+    state = {k[len("regressor."):]: v.float() for k, v in ckpt["state_dict"].items() if k.startswith("regressor.")}
+    try:
+        net.regressor.load_state_dict(state)
+    except RuntimeError as exc:
+        raise NeuralfitError(f"{source}: its regressor does not fit this network: {str(exc)[:160]}") from exc
+
+
+def train_heads(datasets: list[CachedLevels], out: str | os.PathLike, body: Any, config: GHUMHeadsConfig | None = None,
+                regressor_from: str | os.PathLike | None = None, resume: bool = False,
+                progress: bool = True) -> CachedTrainer:
+    """Train the GHUM network's decoder and heads on cached levels; writes ``out`` every ``save_every`` steps.
+
+    The levels' standardisation statistics come from the first cache; ``resume`` continues ``out.state.pt``.
+    """
+    from torch.utils.data import ConcatDataset
+    from tqdm import tqdm
+
+    if not datasets:
+        raise NeuralfitError("train_heads needs at least one cached data set")
+    dataset = ConcatDataset(datasets) if len(datasets) > 1 else datasets[0]
+
+    cfg = config or GHUMHeadsConfig()
+    out = Path(out)
+    state_path, json_path, png_path = curve_paths(out)
+    torch.manual_seed(cfg.seed)
+    trainer = CachedTrainer(body, cfg.net_config(), cfg.train_config(), "cpu")
+    if resume and state_path.is_file():
+        trainer.load_state_dict(torch.load(state_path, map_location="cpu", weights_only=True))
+    else:
+        trainer.net.backbone.set_standardisation(*level_statistics(datasets[0].cache_dir))
+        if regressor_from is not None:
+            copy_regressor(trainer.net, regressor_from)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        trainer.optimizer, lambda s: 0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * min(s, cfg.steps) / cfg.steps)))
+    for _ in range(len(trainer.history)):
+        sched.step()
+    prov = {"ghum_heads": asdict(cfg), "caches": [str(d.cache_dir) for d in datasets], "samples": len(dataset),
+            "regressor_from": None if regressor_from is None else str(regressor_from)}
+
+    def save() -> None:
+        prov.update({"steps_done": len(trainer.history), "final_losses": trainer.history[-1] if trainer.history else {},
+                     "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        save_network(out, trainer.net, body, provenance=prov, feature_bank=trainer.bank.bank)
+        with atomic_path(state_path) as tmp:
+            torch.save(trainer.state_dict(), tmp)
+        save_json(json_path, trainer.history)
+        plot_curves(trainer.history, png_path, title="GHUM heads on cached trunk features: loss per step")
+
+    bar = tqdm(total=cfg.steps, initial=len(trainer.history), disable=not progress, dynamic_ncols=True)
+    epoch = 0
+    while len(trainer.history) < cfg.steps:
+        loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
+                            num_workers=cfg.num_workers, generator=torch.Generator().manual_seed(cfg.seed + epoch))
+        for batch in loader:
+            rec = trainer.step(batch)
+            sched.step()
+            rec["step"] = len(trainer.history)
+            trainer.history.append(rec)
+            bar.set_postfix({k: f"{rec[k]:.3g}" for k in ("feature", "part", "heatmap")})
+            bar.update(1)
+            if len(trainer.history) % cfg.save_every == 0 or len(trainer.history) >= cfg.steps:
+                save()
+            if len(trainer.history) >= cfg.steps:
+                break
+        epoch += 1
+    bar.close()
+    return trainer
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="GHUM heads on cached trunk features")
+    ap.add_argument("command", choices=("cache", "train"))
+    ap.add_argument("--data", action="append", required=True, help="neuralfit synth folder (train: repeatable)")
+    ap.add_argument("--cache", action="append", default=[], help="feature cache folder per --data (train)")
+    ap.add_argument("--out", required=True, help="cache folder (cache) or network checkpoint (train)")
+    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--steps", type=int, default=GHUMHeadsConfig.steps)
+    ap.add_argument("--lr", type=float, default=GHUMHeadsConfig.lr)
+    ap.add_argument("--batch-size", type=int, default=GHUMHeadsConfig.batch_size)
+    ap.add_argument("--regressor-from", default=None)
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--body", default="free")
+    args = ap.parse_args(argv)
+
+    from neuralfit.cli.train_nets import open_datasets
+
+    cfg = GHUMHeadsConfig(steps=args.steps, lr=args.lr, batch_size=args.batch_size)
+    sets = open_datasets(tuple(args.data), cfg.input_res, augment=False)
+    if args.command == "cache":
+        if len(sets) != 1:
+            raise NeuralfitError("cache takes one --data folder")
+        cache_trunk_levels(BlazePoseGHUMBackbone(), sets[0], args.out, limit=args.limit)
+        return
+    from neuralfit.body import load_body_model
+
+    if len(args.cache) != len(sets):
+        raise NeuralfitError("train needs one --cache (written by `ghum_heads cache`) per --data")
+    cached = [CachedLevels(ds, c) for ds, c in zip(sets, args.cache, strict=True)]
+    train_heads(cached, args.out, load_body_model(args.body), cfg,
+                regressor_from=args.regressor_from, resume=args.resume)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""BlazePose GHUM backbone: levels and strides, crop convention, batching, checkpoints, clear errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from neuralfit.errors import NeuralfitError
+from neuralfit.nets import blazepose as bp
+
+
+def _have_trunk() -> bool:
+    try:
+        return bp.interpreter_available() and bp.default_model_path().is_file()
+    except NeuralfitError:
+        return False
+
+
+needs_trunk = pytest.mark.skipif(not _have_trunk(), reason="needs mediapipe's pose_landmark_full.tflite and ai-edge-litert")
+
+
+@pytest.fixture(scope="module")
+def backbone() -> bp.BlazePoseGHUMBackbone:
+    return bp.BlazePoseGHUMBackbone(num_threads=1)
+
+
+def _photo_like(b: int, res: int, seed: int = 0) -> torch.Tensor:
+    """Smooth random images (not white noise, which drives the trunk far outside its data)."""
+    g = torch.Generator().manual_seed(seed)
+    small = torch.rand(b, 3, 8, 8, generator=g)
+    return torch.nn.functional.interpolate(small, size=(res, res), mode="bilinear", align_corners=False)
+
+
+@needs_trunk
+def test_levels_have_documented_shapes_and_strides(backbone: bp.BlazePoseGHUMBackbone) -> None:
+    for res in (256, 224):
+        levels = backbone.trunk_levels(_photo_like(2, res))
+        want = [(2, ch, res // s, res // s) for s, _, ch in bp.GHUM_LEVELS]
+        assert [tuple(t.shape) for t in levels] == want
+        skips, pooled = backbone(_photo_like(2, res))
+        assert [t.shape[1] for t in skips] == list(bp.GHUM_CHANNELS)
+        assert [t.shape[-1] for t in skips] == [res // s for s in (2, 4, 8, 16, 32)]
+        assert pooled.shape == (2, backbone.pooled_channels)
+        assert all(torch.isfinite(t).all() for t in levels)
+
+
+@needs_trunk
+def test_batch_equals_single_images(backbone: bp.BlazePoseGHUMBackbone) -> None:
+    # The interpreter reuses its buffers between invokes: a batch must not see the last image's maps.
+    x = _photo_like(3, 256, seed=1)
+    batch = backbone.trunk_levels(x)
+    for i in range(3):
+        single = backbone.trunk_levels(x[i:i + 1])
+        for a, b in zip(batch, single, strict=True):
+            assert torch.equal(a[i:i + 1], b)
+    assert not torch.allclose(batch[0][0], batch[0][1])
+
+
+@needs_trunk
+def test_fed_levels_reproduce_the_forward_pass(backbone: bp.BlazePoseGHUMBackbone) -> None:
+    x = _photo_like(2, 256, seed=2)
+    levels = backbone.trunk_levels(x)
+    means = [t.mean(dim=(0, 2, 3)) for t in levels]
+    stds = [t.std(dim=(0, 2, 3)) for t in levels]
+    backbone.set_standardisation(means, stds)
+    try:
+        direct, _ = backbone(x)
+        # float16 round trip, as in the cache: the standardised maps agree to fp16 precision
+        backbone.feed([t.half().float() for t in levels])
+        fed, _ = backbone(x)
+        for a, b in zip(direct[1:], fed[1:], strict=True):
+            assert (a - b).abs().max() < 0.02
+        assert abs(float(direct[4].mean())) < 1e-3  # standardised with its own statistics: mean 0
+    finally:
+        backbone.set_standardisation([torch.zeros(c) for *_, c in bp.GHUM_LEVELS],
+                                     [torch.ones(c) for *_, c in bp.GHUM_LEVELS])
+
+
+def test_crop_mapping_round_trips() -> None:
+    uv = np.array([[0.0, 0.0], [111.5, 37.25], [224.0, 224.0]])
+    for res in (224, 256, 320):
+        np.testing.assert_allclose(bp.ghum_to_crop(bp.crop_to_ghum(uv, res), res), uv, atol=1e-9)
+    np.testing.assert_allclose(bp.crop_to_ghum(uv, 224)[2], [256.0, 256.0])
+    c, s = bp.ghum_roi_to_spin_box(*bp.spin_box_to_ghum_roi(np.array([300.0, 200.0]), 1.7))
+    np.testing.assert_allclose(c, [300.0, 200.0])
+    assert s == pytest.approx(1.7)
+    assert bp.spin_box_to_ghum_roi(np.zeros(2), 1.0)[1] == pytest.approx(200.0)
+
+
+def test_crop_mapping_follows_the_resampling() -> None:
+    # A bright 8x8 block in a 224 crop lands where crop_to_ghum says once resampled to GHUM's 256 input.
+    img = torch.zeros(1, 1, 224, 224)
+    img[..., 100:108, 40:48] = 1.0
+    g = torch.nn.functional.interpolate(img, size=(256, 256), mode="bilinear", align_corners=False)[0, 0]
+    ys, xs = torch.meshgrid(torch.arange(256) + 0.5, torch.arange(256) + 0.5, indexing="ij")
+    centroid = np.array([float((xs * g).sum() / g.sum()), float((ys * g).sum() / g.sum())])
+    np.testing.assert_allclose(centroid, bp.crop_to_ghum(np.array([44.0, 104.0]), 224), atol=0.05)
+
+
+def test_missing_model_file_is_one_line_error(tmp_path) -> None:
+    with pytest.raises(NeuralfitError) as err:
+        bp.BlazePoseGHUMBackbone(weights=str(tmp_path / "nope.tflite"))
+    assert "nope.tflite" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_missing_interpreter_is_one_line_error(monkeypatch, tmp_path) -> None:
+    fake = tmp_path / "pose_landmark_full.tflite"
+    fake.write_bytes(b"x")
+    monkeypatch.setattr(bp, "interpreter_available", lambda: False)
+    with pytest.raises(NeuralfitError, match="ai-edge-litert") as err:
+        bp.BlazePoseGHUMBackbone(weights=str(fake))
+    assert "\n" not in str(err.value)
+    monkeypatch.setitem(__import__("sys").modules, "ai_edge_litert.interpreter", None)
+    with pytest.raises(NeuralfitError, match="ai-edge-litert"):
+        bp._interpreter_class()
+
+
+def test_not_a_ghum_file_is_one_line_error(tmp_path) -> None:
+    if not bp.interpreter_available():
+        pytest.skip("needs ai-edge-litert")
+    fake = tmp_path / "pose_landmark_full.tflite"
+    fake.write_bytes(b"not a flatbuffer")
+    trunk = bp.GHUMTrunk(bp.GHUMTrunkConfig(model_path=str(fake)))
+    with pytest.raises(NeuralfitError) as err:
+        trunk(np.zeros((1, 256, 256, 3), np.float32))
+    assert "\n" not in str(err.value)
+
+
+@needs_trunk
+def test_network_checkpoint_holds_no_trunk_weights(tmp_path) -> None:
+    from neuralfit.body import load_body_model
+    from neuralfit.nets import MultiTaskNet, NetConfig, load_network, save_network
+
+    body = load_body_model("free")
+    cfg = NetConfig(backbone="blazepose-ghum", input_res=256, regressor_input="keypoints",
+                    num_keypoints=len(body.keypoint_sets["spin24"].names))
+    net = MultiTaskNet(cfg).eval()
+    backbone_keys = [k for k in net.state_dict() if k.startswith("backbone.")]
+    assert len(backbone_keys) == 2 * len(bp.GHUM_LEVELS)  # the standardisation buffers, nothing of mediapipe
+    assert sum(net.state_dict()[k].numel() for k in backbone_keys) == 2 * sum(c for *_, c in bp.GHUM_LEVELS)
+    path = tmp_path / "ghum.pt"
+    save_network(path, net, body, provenance={"test": True}, half=True)
+    again = load_network(path, body)
+    x = _photo_like(1, 256, seed=3)
+    with torch.no_grad():
+        a, b = net(net.normalise(x)), again(again.normalise(x))
+    assert (a["part_logits"] - b["part_logits"]).abs().max() < 0.05  # fp16 storage
