@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+from neuralfit.cli.options import check_dataset, check_out_file, device_option
 
 
 @click.command("eval")
@@ -31,7 +32,7 @@ import click
 @click.option("--batch-size", default=8, show_default=True, type=int, help="Samples per method call.")
 @click.option("--adv-stride", default=10, show_default=True, type=int, help="AdvOcc stride in 224-px units.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of occluder textures/placements.")
-@click.option("--device", default="cpu", show_default=True, help="Torch device.")
+@device_option  # checks cpu | cuda | cuda:N (and that a GPU exists) while parsing
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def eval(data: str, methods: tuple[str, ...], occluder: str, out: str, network: str | None, neural_model: str | None,
          limit: int | None, resume: bool, positions_from: str | None, overrides: tuple[str, ...], body: str, res: int,
@@ -47,6 +48,8 @@ def eval(data: str, methods: tuple[str, ...], occluder: str, out: str, network: 
     from neuralfit.eval.report import format_table, report_dict, summarize
     from neuralfit.io import save_json
 
+    check_dataset(data)  # the real problem (an empty --data) before any --network complaint
+    check_out_file(out)  # OUT and OUT.cache.jsonl go next to each other
     if limit is not None and limit < 1:
         raise NeuralfitError(f"--limit must be >= 1, got {limit}")
     names = list(dict.fromkeys(methods))

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import click
+from neuralfit.cli.options import device_option
 
 EXIT_SOME_FAILED = 3
 
@@ -33,7 +34,7 @@ EXIT_SOME_FAILED = 3
               help="OpenPose BODY-25 or COCO-17 keypoint JSON instead of mediapipe (COCO files are matched "
                    "to images by file name).")
 @click.option("--bbox", default=None, help="Person box x0,y0,x1,y1 in pixels (mediapipe looks inside it).")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@device_option  # checks cpu | cuda | cuda:N (and that a GPU exists) while parsing
 @click.option("--method", type=click.Choice(["neural", "keypoints", "regressor"]), default=None,
               help="neural (full NeuralSMPL fit), keypoints (keypoints + priors only), regressor (network "
                    "only). Default: neural when you pass --neural-model, else keypoints (initialised by the "

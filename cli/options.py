@@ -96,6 +96,42 @@ def check_file(path: str | os.PathLike, what: str) -> Path:
     return p
 
 
+def check_dataset(path: str | os.PathLike | None, what: str = "--data") -> Path | None:
+    """A data set: a folder with ``annotations.npz`` (``neuralfit synth``) or an ``.npz`` file.
+
+    Returns the ``.npz`` path (``None`` passes through). Commands call this before loading any model,
+    so an empty or wrong ``--data`` is the first thing the user hears about.
+    """
+    if path is None:
+        return None
+    p = Path(path)
+    npz = p / "annotations.npz" if p.is_dir() else p
+    if not npz.is_file():
+        reason = "no annotations.npz in the folder" if p.is_dir() else "no such file" if not p.exists() else \
+            "not an .npz file"
+        raise NeuralfitError(f"{what} {p}: {reason}; expected a folder with annotations.npz or an .npz file")
+    if npz.suffix.lower() != ".npz" or _magic(npz, 4) != b"PK\x03\x04":
+        raise NeuralfitError(f"{what} {p}: {npz.name} is not an .npz archive; expected a SPIN/EFT-style .npz")
+    return npz
+
+
+def check_image(path: str | os.PathLike | None, what: str = "IMAGE") -> Path | None:
+    """An image file OpenCV can decode, judged from its first bytes (no full decode; ``None`` passes)."""
+    if path is None:
+        return None
+    p = check_file(path, what)
+    import cv2  # only here: decoding support is OpenCV's, and the import is not free
+
+    if not cv2.haveImageReader(str(p)):
+        raise NeuralfitError(f"{what} {p}: not an image OpenCV can read (expected JPEG, PNG, ...)")
+    return p
+
+
+def _magic(p: Path, n: int) -> bytes:
+    with open(p, "rb") as fh:
+        return fh.read(n)
+
+
 def _nearest_existing(p: Path) -> Path:
     q = p.absolute()
     while not q.exists() and q != q.parent:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+from neuralfit.cli.options import check_out_file, device_option
 
 
 @click.command()
@@ -23,7 +24,7 @@ import click
 @click.option("--shard", default=None, metavar="I/N",
               help="Process rows I::N only (output keeps row_index; combine with merge_shards). Under torchrun "
                    "RANK/WORLD_SIZE are used when this is not given.")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@device_option  # checks cpu | cuda | cuda:N (and that a GPU exists) while parsing
 @click.option("--body", "body_spec", default="free", show_default=True, help="'free' or a path to SMPL files.")
 @click.option("--prior", "prior_spec", default="default", show_default=True,
               help="Pose prior: 'default', a VPoser folder/checkpoint, or 'none'.")
@@ -40,6 +41,7 @@ def refine(init: str, images: str, out: str, method: str, network: str | None, n
     from neuralfit.fitting.config import FitConfig
     from neuralfit.fitting.refine import RefineOptions, parse_shard, refine_npz
 
+    check_out_file(out)  # OUT and OUT.partial/ go next to each other: refuse an unwritable folder first
     fit = FitConfig.clean() if clean else FitConfig.occluded()
     if lr is not None:
         fit = fit.with_(lr=lr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+from neuralfit.cli.options import check_dataset, check_image, device_option
 
 
 @click.command("sweep")
@@ -23,7 +24,7 @@ import click
 @click.option("--body", default="free", show_default=True, help="Body model of the network.")
 @click.option("--res", default=224, show_default=True, type=int, help="Crop size (the network's input size).")
 @click.option("--batch-size", default=32, show_default=True, type=int, help="Patch positions per method call.")
-@click.option("--device", default="cpu", show_default=True, help="Torch device.")
+@device_option  # checks cpu | cuda | cuda:N (and that a GPU exists) while parsing
 def sweep(image: str | None, data: str | None, index: int, out: str, method: str, network: str | None,
           neural_model: str | None, size: int, stride: int, patch: str, body: str, res: int, batch_size: int,
           device: str) -> None:
@@ -41,6 +42,8 @@ def sweep(image: str | None, data: str | None, index: int, out: str, method: str
     from neuralfit.eval.protocols import EvalSample, load_samples
     from neuralfit.eval.sensitivity import occlusion_sensitivity, write_sweep
 
+    check_image(image)  # the real problem (not an image) before any --network complaint
+    check_dataset(data)
     if (image is None) == (data is None):
         raise NeuralfitError("give either IMAGE or --data")
     if image is not None and method == "oracle":
