@@ -1,0 +1,127 @@
+"""Real-photo 3D benchmark: single-view fits vs 4-view triangulated pseudo-GT (Pose2Sim Demo_MultiPerson).
+
+::
+
+    pip install --no-deps pose2sim==0.10.49      # the demo data (BSD-3); --no-deps: keep one OpenCV wheel
+    python benchmarks/real_multiview.py [--frames 25] [--views 0,1,2,3] [--people front,back]
+        [--method mediapipe3d --method default --method focal --method NAME:key=value,...]
+        [--set key=value ...] [--out docs/real_benchmark_table.md] [--cache runs/real_multiview]
+
+Frames are spread over the clip, everyone is found in every view (mediapipe with masking + crops), people
+are matched across views by triangulation, and the pseudo-GT is a confidence-weighted robust DLT of
+mediapipe's 2D keypoints over the 4 views, after a rotation-only refinement of the calibration.
+Each person-view is then fitted from that view alone, with the person's box, and scored on the 12 limb
+joints in that camera (PA-MPJPE; MPJPE root-aligned at the mid-hip). Methods: ``mediapipe3d`` (mediapipe's
+own world landmarks inside the box), ``default`` (``fit_image(frame, bbox=box)``), ``focal`` (the
+calibrated focal passed as ``focal=``) and ``NAME:key=value,...`` (any ``fit_image`` keywords; ``calib`` as
+a value means the calibrated focal). Keywords the installed ``fit_image`` does not take are reported and
+that method is skipped. Frames, detections and fits are cached under ``--cache`` (resumable; delete a
+method's folder to refit it). Never commit the cache: it holds third-party frames. Docs:
+docs/real_benchmark.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from neuralfit.errors import NeuralfitError
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--demo", help="Demo_MultiPerson folder (default: the installed Pose2Sim package's)")
+    ap.add_argument("--cache", default="runs/real_multiview", help="frames, detections and fits (not committed)")
+    ap.add_argument("--frames", type=int, default=25, help="frames spread over the clip")
+    ap.add_argument("--views", default="0,1,2,3", help="views to score (all 4 always build the GT)")
+    ap.add_argument("--people", default="front,back", help="front (the woman), back (the man on the treadmill)")
+    ap.add_argument("--method", action="append", help="mediapipe3d, default, focal or NAME:key=value,... (repeat)")
+    ap.add_argument("--set", action="append", default=[], help="FitImageConfig override key=value (fit.x for "
+                                                                "FitConfig); applies to every fit method")
+    ap.add_argument("--no-refine", action="store_true", help="use the calibration's rotations as they are")
+    ap.add_argument("--out", help="also write the markdown report here")
+    ap.add_argument("--sheet", help="contact sheet PNG (default: <cache>/sheet_<method>.png; never commit it)")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from neuralfit.eval.real_data import PEOPLE, build_set, find_demo, load_frame
+    from neuralfit.eval.real_methods import Runner, parse_method, parse_sets, unsupported
+    from neuralfit.eval.real_report import (
+        contact_sheet,
+        gt_summary,
+        person_table,
+        run_method,
+        score_rows,
+        view_table,
+    )
+    from neuralfit.io.atomic import atomic_path
+
+    views = [int(v) for v in args.views.split(",")]
+    people = [p for p in args.people.split(",") if p]
+    if bad := [p for p in people if p not in PEOPLE]:
+        raise NeuralfitError(f"--people: unknown {bad}; expected {', '.join(PEOPLE)}")
+    specs = [parse_method(m) for m in (args.method or ["mediapipe3d", "default", "focal"])]
+    sets = parse_sets(args.set)
+    cache = Path(args.cache)
+    demo = find_demo(args.demo)
+    t0 = time.time()
+    rset = build_set(demo, cache / "data", n_frames=args.frames, refine=not args.no_refine)
+    items = [it for it in rset.items if it.view in views and it.person in people]
+    print(f"{len(items)} person-views ({time.time() - t0:.0f} s to build the set)", file=sys.stderr)
+
+    runner = Runner(sets)
+    per_method, skipped = {}, []
+    try:
+        for spec in specs:
+            why = unsupported(spec, sets)
+            if why:
+                skipped.append(f"- `{spec.name}` not run: " + "; ".join(why))
+                print(skipped[-1], file=sys.stderr)
+                continue
+            folder = cache / "fits" / (spec.key + ("-" + "_".join(sorted(args.set)) if args.set and spec.kind == "fit"
+                                                    else ""))
+            results = run_method(spec, items, runner, folder, lambda it: load_frame(cache / "data", it.frame, it.view))
+            per_method[spec.name] = score_rows(items, results, rset)
+            if spec.kind == "fit":
+                contact_sheet(per_method[spec.name], Path(args.sheet or cache / f"sheet_{spec.name}.png"))
+    finally:
+        runner.close()
+
+    cmd = "python benchmarks/real_multiview.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    report = "\n".join([
+        f"Command: `{cmd}` ({os.cpu_count()} CPU cores, {time.strftime('%Y-%m-%d %H:%M')}, "
+        f"{time.time() - t0:.0f} s)",
+        "",
+        "Pseudo-GT:",
+        gt_summary(rset),
+        "",
+        *skipped,
+        "",
+        "Per person (mm, 12 limb joints, on the person-views every method fitted; lost/other person over all):",
+        "",
+        person_table(per_method, people),
+        "",
+        "Per view (PA-MPJPE / MPJPE, mm):",
+        "",
+        view_table(per_method, people, views),
+        "",
+    ])
+    print(report)
+    if args.out:
+        with atomic_path(args.out) as tmp:
+            tmp.write_text(report)
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except NeuralfitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)

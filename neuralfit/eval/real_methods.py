@@ -1,0 +1,288 @@
+"""Methods of the real-photo benchmarks: mediapipe's own 3D and ``neuralfit.fit_image`` variants.
+
+A method is a :class:`MethodSpec` (a name and the keyword arguments it passes to ``fit_image``). The
+keyword arguments are checked against the installed ``fit_image`` signature (and ``--set`` keys against
+:class:`neuralfit.pipeline.FitImageConfig`), so a method that asks for something the current code does
+not accept is reported, not silently run as the default. Results are cached per
+(method, frame, view, person) so runs resume. Used by ``benchmarks/real_multiview.py`` and
+``benchmarks/real_occluded.py`` (docs/real_benchmark.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import inspect
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from neuralfit.errors import NeuralfitError
+from neuralfit.eval.multiview import BLAZEPOSE_LIMB12, SMPL_LIMB12
+from neuralfit.eval.people import torso_distance
+from neuralfit.io.atomic import atomic_path
+
+#: Placeholder value: replaced per person-view by the calibrated focal length of its camera.
+CALIBRATED = "calib"
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One method: ``name`` and the ``fit_image`` keyword arguments (``kind`` "fit"), or mediapipe's own
+    world landmarks inside the person's box (``kind`` "mediapipe3d"). A kwarg value ``"calib"`` means
+    the camera's calibrated focal length."""
+
+    name: str
+    kwargs: tuple[tuple[str, Any], ...] = ()
+    kind: str = "fit"
+
+    @property
+    def key(self) -> str:
+        """Cache key: changes when the kwargs change."""
+        text = json.dumps([self.kind, list(self.kwargs)], sort_keys=True, default=str)
+        return f"{self.name}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
+
+
+BUILTIN: dict[str, MethodSpec] = {
+    "mediapipe3d": MethodSpec("mediapipe3d", kind="mediapipe3d"),
+    "default": MethodSpec("default"),
+    "focal": MethodSpec("focal", (("focal", CALIBRATED),)),
+}
+
+
+def _value(text: str) -> Any:
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low == "none":
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_method(text: str) -> MethodSpec:
+    """``NAME`` (a built-in) or ``NAME:key=value,key=value`` (a new method passing those kwargs)."""
+    if ":" not in text:
+        if text not in BUILTIN:
+            raise NeuralfitError(f"unknown method {text!r}; built-ins: {', '.join(BUILTIN)}; or NAME:key=value,...")
+        return BUILTIN[text]
+    name, _, rest = text.partition(":")
+    kwargs = []
+    for part in filter(None, rest.split(",")):
+        key, eq, val = part.partition("=")
+        if not eq or not key.strip():
+            raise NeuralfitError(f"--method {text!r}: {part!r} is not key=value")
+        kwargs.append((key.strip(), _value(val.strip())))
+    if not name or name in BUILTIN:
+        raise NeuralfitError(f"--method {text!r}: give the new method a name that is not a built-in")
+    return MethodSpec(name, tuple(kwargs))
+
+
+def parse_sets(items: list[str]) -> dict[str, Any]:
+    """``--set key=value`` pairs (``key`` a FitImageConfig field, or ``fit.field`` for FitConfig)."""
+    out = {}
+    for item in items:
+        key, eq, val = item.partition("=")
+        if not eq:
+            raise NeuralfitError(f"--set {item!r} is not key=value")
+        out[key.strip()] = _value(val.strip())
+    return out
+
+
+def unsupported(spec: MethodSpec, sets: dict[str, Any]) -> list[str]:
+    """Why ``spec`` (with the ``--set`` overrides) cannot run on the installed code; [] when it can."""
+    if spec.kind != "fit":
+        return []
+    import neuralfit
+
+    params = inspect.signature(neuralfit.fit_image).parameters
+    problems = [f"fit_image() has no keyword {k!r} (it takes: {', '.join(p for p in params if p != 'images')})"
+                for k, _ in spec.kwargs if k not in params]
+    if sets:
+        try:
+            make_config(sets)
+        except (NeuralfitError, TypeError, ValueError) as exc:
+            problems.append(str(exc))
+        if "config" not in params:
+            problems.append("fit_image() takes no config; --set cannot be applied")
+    return problems
+
+
+def make_config(sets: dict[str, Any]):
+    """A FitImageConfig with ``sets`` applied (``fit.x`` sets FitConfig's ``x``); None when empty."""
+    from neuralfit.fitting import FitConfig
+    from neuralfit.pipeline import FitImageConfig
+
+    if not sets:
+        return None
+    top = {f.name for f in dataclasses.fields(FitImageConfig)}
+    sub = {f.name for f in dataclasses.fields(FitConfig)}
+    plain = {k: v for k, v in sets.items() if "." not in k}
+    nested = {k.split(".", 1)[1]: v for k, v in sets.items() if k.startswith("fit.")}
+    bad = [k for k in plain if k not in top] + [f"fit.{k}" for k in nested if k not in sub]
+    bad += [k for k in sets if "." in k and not k.startswith("fit.")]
+    if bad:
+        raise NeuralfitError(f"--set: unknown setting(s) {', '.join(bad)} (FitImageConfig: {', '.join(sorted(top))})")
+    cfg = FitImageConfig(**plain)
+    if nested:
+        base = cfg.fit or FitConfig.occluded()
+        cfg = dataclasses.replace(cfg, fit=dataclasses.replace(base, **nested))
+    return cfg
+
+
+@dataclass
+class MethodResult:
+    """One method on one person-view.
+
+    Attributes:
+        ok: a 3D body came back. message: why not, else "".
+        limb12: (12, 3) predicted limb joints in the photo camera (metres; root-relative for mediapipe).
+        limb12_bp: (12, 3) the fitted body's own BlazePose-33 limb keypoints (fits only; NaN otherwise).
+        torso2d: (4, 2) the method's torso (shoulders, hips) in photo pixels, to check who was fitted.
+        seconds: wall time of the call. occ_inside / occ_visible: occlusion-map score (see
+        :func:`occlusion_score`), NaN when there is no map or no occluder.
+        overlay: small RGB picture of the fit (not for the repository: third-party frames).
+    """
+
+    ok: bool
+    message: str = ""
+    limb12: np.ndarray = field(default_factory=lambda: np.full((12, 3), np.nan))
+    limb12_bp: np.ndarray = field(default_factory=lambda: np.full((12, 3), np.nan))
+    torso2d: np.ndarray = field(default_factory=lambda: np.full((4, 2), np.nan))
+    seconds: float = float("nan")
+    occ_inside: float = float("nan")
+    occ_visible: float = float("nan")
+    overlay: np.ndarray | None = None
+
+    def save(self, path: Path) -> None:
+        arrays = {k: np.asarray(getattr(self, k)) for k in ("ok", "message", "limb12", "limb12_bp", "torso2d",
+                                                          "seconds", "occ_inside", "occ_visible")}
+        if self.overlay is not None:
+            arrays["overlay"] = self.overlay
+        with atomic_path(path, suffix=".npz") as tmp:
+            np.savez_compressed(tmp, **arrays)
+
+    @classmethod
+    def load(cls, path: Path) -> MethodResult:
+        z = np.load(path)
+        return cls(bool(z["ok"]), str(z["message"]), z["limb12"], z["limb12_bp"], z["torso2d"], float(z["seconds"]),
+                   float(z["occ_inside"]), float(z["occ_visible"]), z["overlay"] if "overlay" in z else None)
+
+
+def occlusion_score(occlusion: np.ndarray | None, body_mask: np.ndarray | None,
+                    occluder: np.ndarray | None) -> tuple[float, float]:
+    """Mean occlusion probability of body pixels inside the occluder, and on the visible body.
+
+    Args:
+        occlusion: (H, W) float occlusion map of a fit (``ImageFit.occlusion``), or None.
+        body_mask: (H, W) bool, where the fitted body projects (``ImageFit.body_mask``).
+        occluder: (H, W) bool, the pasted occluder.
+
+    Returns:
+        ``(inside, visible)``; NaN where the map is missing or a region has no body pixels.
+    """
+    nan = float("nan")
+    if occlusion is None or body_mask is None or occluder is None:
+        return nan, nan
+    occ = np.asarray(occlusion, np.float64)
+    body = np.asarray(body_mask, bool)
+    inside, visible = body & occluder, body & ~occluder
+    return (float(occ[inside].mean()) if inside.any() else nan,
+            float(occ[visible].mean()) if visible.any() else nan)
+
+
+class Runner:
+    """Runs methods on person-views with one warm detector and one body model (lazily created)."""
+
+    def __init__(self, sets: dict[str, Any] | None = None) -> None:
+        self.sets = sets or {}
+        self._detector = None
+        self._body = None
+
+    def close(self) -> None:
+        if self._detector is not None:
+            self._detector.close()
+
+    def mediapipe3d(self, image: np.ndarray, box: np.ndarray) -> MethodResult:
+        """mediapipe inside the box padded by 10 % (as ``fit_image(bbox=...)`` searches it)."""
+        from neuralfit.detect import PersonDetector
+
+        self._detector = self._detector or PersonDetector()
+        h, w = image.shape[:2]
+        bw, bh = box[2] - box[0], box[3] - box[1]
+        x0, y0 = int(max(box[0] - 0.1 * bw, 0)), int(max(box[1] - 0.1 * bh, 0))
+        x1, y1 = int(min(box[2] + 0.1 * bw, w)), int(min(box[3] + 0.1 * bh, h))
+        t = time.perf_counter()
+        d = self._detector(np.ascontiguousarray(image[y0:y1, x0:x1]))
+        sec = time.perf_counter() - t
+        if d is None or d.world_landmarks is None:
+            return MethodResult(False, "mediapipe found nobody in the box", seconds=sec)
+        torso = d.keypoints[[11, 12, 23, 24], :2] + np.array([x0, y0])
+        return MethodResult(True, "", d.world_landmarks[list(BLAZEPOSE_LIMB12), :3].astype(np.float64),
+                            torso2d=torso, seconds=sec)
+
+    def fit(self, spec: MethodSpec, image: np.ndarray, box: np.ndarray, focal: float,
+            occluder: np.ndarray | None = None) -> MethodResult:
+        import neuralfit
+
+        kwargs = {k: (focal if v == CALIBRATED else v) for k, v in spec.kwargs}
+        cfg = make_config(self.sets)
+        if cfg is not None:
+            kwargs["config"] = cfg
+        t = time.perf_counter()
+        r = neuralfit.fit_image(image, bbox=np.asarray(box, np.float32), **kwargs)
+        sec = time.perf_counter() - t
+        if not r.ok or not r.people:
+            return MethodResult(False, r.message or r.status, seconds=sec)
+        p = r.people[0]
+        joints = np.asarray(p.joints3d, np.float64)
+        bp = self._blazepose(joints, np.asarray(p.vertices, np.float64))
+        from neuralfit.pipeline import project_points
+
+        torso = project_points(joints[[16, 17, 1, 2]], r.focal_length, np.asarray(r.principal_point))
+        inside, visible = occlusion_score(r.occlusion, r.body_mask, occluder)
+        small = None
+        if r.overlay is not None:
+            small = cv2.resize(r.overlay, (r.overlay.shape[1] // 4, r.overlay.shape[0] // 4),
+                               interpolation=cv2.INTER_AREA)
+        return MethodResult(True, "", joints[list(SMPL_LIMB12)], bp, torso, sec, inside, visible, small)
+
+    def _blazepose(self, joints: np.ndarray, vertices: np.ndarray) -> np.ndarray:
+        """The body's own BlazePose-33 limb keypoints from its joints and vertices (NaN if undefined)."""
+        import torch
+
+        from neuralfit.body import load_body_model
+
+        if self._body is None:
+            self._body = load_body_model("free")
+        body = self._body
+        if vertices.shape[0] != body.num_vertices:
+            return np.full((12, 3), np.nan)
+        from neuralfit.body.keypoints import apply_keypoints
+
+        kset = body.keypoint_sets["blazepose33"]
+        lm = torch.as_tensor(vertices[body.landmark_ids.cpu().numpy()], dtype=torch.float32)[None]
+        kp = apply_keypoints(kset, torch.as_tensor(joints, dtype=torch.float32)[None], lm)[0].numpy()
+        out = kp[list(BLAZEPOSE_LIMB12)].astype(np.float64)
+        out[~kset.valid.cpu().numpy()[list(BLAZEPOSE_LIMB12)]] = np.nan
+        return out
+
+
+def who(torso2d: np.ndarray, expected: np.ndarray, others: list[np.ndarray]) -> str:
+    """"self" when the method's torso (4, 2) is nearest the expected person's (33, 3) keypoints,
+    "other" when it is nearer another person's, "none" when no torso came back."""
+    if not np.all(np.isfinite(torso2d)):
+        return "none"
+    tk = np.zeros((33, 3))
+    tk[[11, 12, 23, 24], :2] = torso2d
+    d_self = torso_distance(tk, expected)
+    return "other" if any(torso_distance(tk, o) < d_self for o in others) else "self"

@@ -1,0 +1,204 @@
+"""Running methods over the real benchmark set, scoring them, and the markdown tables.
+
+Shared by ``benchmarks/real_multiview.py`` (clean frames) and ``benchmarks/real_occluded.py``
+(pasted occluders). See docs/real_benchmark.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from neuralfit.eval.multiview import Scores, score_limb12
+from neuralfit.eval.real_data import PersonView, RealSet
+from neuralfit.eval.real_methods import MethodResult, MethodSpec, Runner, who
+
+
+@dataclass
+class Row:
+    """One method on one person-view, scored.
+
+    Attributes:
+        item: the person-view. result: the method's output. scores: vs the all-view GT;
+        scores_heldout: vs the GT triangulated without this view; scores_bp: the fitted body's own
+        BlazePose limb keypoints vs the GT (fits only). identity: "self" / "other" / "none".
+    """
+
+    item: PersonView
+    result: MethodResult
+    scores: Scores
+    scores_heldout: Scores
+    scores_bp: Scores
+    identity: str
+
+
+def item_tag(it: PersonView) -> str:
+    return f"f{it.frame:03d}_v{it.view}_{it.person}"
+
+
+def run_method(spec: MethodSpec, items: list[PersonView], runner: Runner, folder: Path,
+               image_of: Callable[[PersonView], np.ndarray],
+               occluder_of: Callable[[PersonView], np.ndarray | None] | None = None,
+               desc: str = "") -> list[MethodResult]:
+    """Results of ``spec`` on ``items``, cached as ``folder/<tag>.npz`` (reruns resume)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for it in tqdm(items, desc=desc or spec.name, unit="fit", leave=False):
+        path = folder / f"{item_tag(it)}.npz"
+        if path.is_file():
+            out.append(MethodResult.load(path))
+            continue
+        image = image_of(it)
+        occ = occluder_of(it) if occluder_of is not None else None
+        if spec.kind == "mediapipe3d":
+            res = runner.mediapipe3d(image, it.box)
+        else:
+            res = runner.fit(spec, image, it.box, it.focal, occluder=occ)
+        res.save(path)
+        out.append(res)
+    return out
+
+
+def score_rows(items: list[PersonView], results: list[MethodResult], rset: RealSet) -> list[Row]:
+    """Score results; the identity check compares the method's torso with every person in that view."""
+    by_view: dict[tuple[int, int], list[PersonView]] = {}
+    for it in rset.items:
+        by_view.setdefault((it.frame, it.view), []).append(it)
+    rows = []
+    for it, res in zip(items, results, strict=True):
+        nan = Scores(*(4 * [float("nan")]))
+        if res.ok:
+            s, sh, sb = score_limb12(res.limb12, it.gt), score_limb12(res.limb12, it.gt_heldout), nan
+            if np.all(np.isfinite(res.limb12_bp)):
+                sb = score_limb12(res.limb12_bp, it.gt)
+        else:
+            s = sh = sb = nan
+        others = [o.keypoints for o in by_view[it.frame, it.view] if o.person != it.person]
+        rows.append(Row(it, res, s, sh, sb, who(res.torso2d, it.keypoints, others) if res.ok else "none"))
+    return rows
+
+
+def _mean(values: list[float]) -> str:
+    v = np.asarray([x for x in values if np.isfinite(x)])
+    return f"{v.mean():.1f}" if v.size else "-"
+
+
+def common_keys(per_method: dict[str, list[Row]]) -> set[str]:
+    """Person-views every method fitted (the "same person-frames" the tables compare on)."""
+    keys = None
+    for rows in per_method.values():
+        ok = {item_tag(r.item) for r in rows if r.result.ok}
+        keys = ok if keys is None else keys & ok
+    return keys or set()
+
+
+def person_table(per_method: dict[str, list[Row]], people: list[str]) -> str:
+    """Markdown: per person x method, on the person-views every method fitted."""
+    keys = common_keys(per_method)
+    lines = ["| person | method | n | PA-MPJPE | MPJPE | PA no hips | MPJPE no hips | PA held-out GT | "
+             "lost | other person | s/fit |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for person in people:
+        for name, rows in per_method.items():
+            mine = [r for r in rows if r.item.person == person]
+            sel = [r for r in mine if item_tag(r.item) in keys]
+            lost = sum(not r.result.ok for r in mine)
+            other = sum(r.identity == "other" for r in mine)
+            lines.append(
+                f"| {person} | {name} | {len(sel)} | {_mean([r.scores.pa_mpjpe for r in sel])} | "
+                f"{_mean([r.scores.mpjpe for r in sel])} | {_mean([r.scores.pa_mpjpe_nohips for r in sel])} | "
+                f"{_mean([r.scores.mpjpe_nohips for r in sel])} | "
+                f"{_mean([r.scores_heldout.pa_mpjpe for r in sel])} | "
+                f"{lost}/{len(mine)} | {other}/{len(mine)} | {_mean([r.result.seconds for r in mine])} |")
+    return "\n".join(lines)
+
+
+def view_table(per_method: dict[str, list[Row]], people: list[str], views: list[int]) -> str:
+    """Markdown: PA-MPJPE / MPJPE per view (columns) for each person x method, on the common set."""
+    keys = common_keys(per_method)
+    head = "| person | method | " + " | ".join(f"view {v} PA / MPJPE (n)" for v in views) + " |"
+    lines = [head, "| --- | --- | " + " | ".join("---" for _ in views) + " |"]
+    for person in people:
+        for name, rows in per_method.items():
+            cells = []
+            for v in views:
+                sel = [r for r in rows if r.item.person == person and r.item.view == v and item_tag(r.item) in keys]
+                cells.append(f"{_mean([r.scores.pa_mpjpe for r in sel])} / {_mean([r.scores.mpjpe for r in sel])}"
+                             f" ({len(sel)})")
+            lines.append(f"| {person} | {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def gt_summary(rset: RealSet) -> str:
+    """Markdown lines on the pseudo-GT's own uncertainty."""
+    def q(x: np.ndarray) -> str:
+        if not x.size:
+            return "-"
+        return f"median {np.median(x):.1f}, mean {np.mean(x):.1f}, 90th pct {np.percentile(x, 90):.1f}"
+
+    heldout = [np.linalg.norm(it.gt - it.gt_heldout, axis=1).mean() * 1000 for it in rset.items]
+    heldout = np.asarray([h for h in heldout if np.isfinite(h)])
+    per_person = {p: sum(it.person == p for it in rset.items) for p in sorted({it.person for it in rset.items})}
+    return "\n".join([
+        f"- frames: {len(rset.frames)} ({rset.frames[0]}..{rset.frames[-1]}), person-views with GT: "
+        f"{len(rset.items)} ({', '.join(f'{k} {v}' for k, v in per_person.items())}); person-frames not found "
+        f"in >= 3 views: {rset.missing}; person-views left out (a limb joint not triangulated): {rset.incomplete}; views whose left/right were swapped back: {rset.side_swaps}",
+        f"- camera rotation refinement (deg, per camera): {', '.join(f'{d:.2f}' for d in rset.rotation_fix_deg)}",
+        f"- reprojection error of the 12 limb joints (px) before refinement: {q(rset.reproj_px_before)}; "
+        f"after: {q(rset.reproj_px)}",
+        f"- leave-one-view-out disagreement of the limb joints (mm): {q(rset.loo_mm)}",
+        f"- all-view GT vs the GT without the scored view, mean over the 12 joints (mm): {q(heldout)}",
+    ])
+
+
+def side_view(pred: np.ndarray, gt: np.ndarray, size: int = 240) -> np.ndarray:
+    """A picture of root-aligned GT (green) and prediction (red) limb joints seen from the camera's side
+    (horizontal axis = depth z, vertical = y): depth errors a front overlay hides."""
+    from neuralfit.eval.multiview import LIMB12_HIPS, _procrustes
+
+    img = np.full((size, size, 3), 255, np.uint8)
+    h = list(LIMB12_HIPS)
+    g = gt - gt[h].mean(0)
+    p = _procrustes(pred, gt) - gt[h].mean(0) if np.all(np.isfinite(pred)) and np.all(np.isfinite(gt)) else None
+    bones = [(0, 2), (2, 4), (1, 3), (3, 5), (0, 1), (6, 7), (0, 6), (1, 7), (6, 8), (8, 10), (7, 9), (9, 11)]
+
+    def px(x: np.ndarray) -> tuple[int, int]:
+        return int(size / 2 + x[2] * size / 2.4), int(size / 2 + x[1] * size / 2.4)
+
+    for pts, color in ((g, (0, 160, 0)), (p, (220, 0, 0))):
+        if pts is None:
+            continue
+        for a, b in bones:
+            cv2.line(img, px(pts[a]), px(pts[b]), color, 2)
+    return img
+
+
+def contact_sheet(rows: list[Row], path: Path, n: int = 8) -> None:
+    """Overlay + side view (PA-aligned) of up to ``n`` fits spread over the rows; written atomically."""
+    from neuralfit.io.images import save_png
+
+    picks = [r for r in rows if r.result.ok and r.result.overlay is not None]
+    if not picks:
+        return
+    picks = [picks[i] for i in np.linspace(0, len(picks) - 1, min(n, len(picks))).astype(int)]
+    tiles = []
+    for r in picks:
+        ov = r.result.overlay
+        side = side_view(r.result.limb12, r.item.gt, size=ov.shape[0] // 2)
+        side = np.vstack([side, np.full((ov.shape[0] - side.shape[0], side.shape[1], 3), 255, np.uint8)])
+        tile = np.hstack([ov, side])
+        cv2.putText(tile, f"{item_tag(r.item)} PA {r.scores.pa_mpjpe:.0f}", (4, 16), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.45, (255, 255, 0), 1)
+        tiles.append(tile)
+    w = max(t.shape[1] for t in tiles)
+    tiles = [np.hstack([t, np.full((t.shape[0], w - t.shape[1], 3), 255, np.uint8)]) for t in tiles]
+    cols = 4
+    while len(tiles) % cols:
+        tiles.append(np.full_like(tiles[0], 255))
+    grid = np.vstack([np.hstack(tiles[i:i + cols]) for i in range(0, len(tiles), cols)])
+    save_png(path, grid)
