@@ -8,6 +8,7 @@ so torch is imported once and the whole file stays fast on 2 cores.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -193,3 +194,172 @@ def test_option_decorators_parse_and_validate():
                       (["--threads", "0"], "--threads must be >= 1, got 0")):
         r = runner.invoke(cmd, args, standalone_mode=False)
         assert isinstance(r.exception, NeuralfitError) and str(r.exception).startswith(msg)
+
+
+def test_check_dataset_and_image(tmp_path: Path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "t.txt").write_text("hello\n")
+    with pytest.raises(NeuralfitError, match=r"^--data .*empty: no annotations.npz in the folder"):
+        options.check_dataset(tmp_path / "empty")
+    with pytest.raises(NeuralfitError, match=r"t.txt is not an .npz archive"):
+        options.check_dataset(tmp_path / "t.txt")
+    with pytest.raises(NeuralfitError, match=r"^IMAGE .*t.txt: not an image OpenCV can read"):
+        options.check_image(tmp_path / "t.txt")
+    assert options.check_image(None) is None and options.check_dataset(None) is None
+
+
+# ---------------------------------------------------------------------------------------------- CLI corpus
+
+PHOTO = Path("/usr/share/doc/opencv-doc/examples/data/messi5.jpg")  # 548 x 342, one person
+needs_photo = pytest.mark.skipif(not PHOTO.is_file(), reason="no real photo (apt-get install opencv-doc)")
+CORE = "cli/fit.py / neuralfit/pipeline.py belong to helper 'core'; see docs/errors.md"
+
+
+@pytest.fixture(scope="module")
+def tiny_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One 32-px toy-body sample: a valid --data / refine INIT that costs about a second."""
+    from neuralfit.data import SynthConfig, generate_dataset
+
+    out = tmp_path_factory.mktemp("tiny") / "set"
+    generate_dataset(out, 1, seed=0, config=SynthConfig(body="toy", occlusion="test-clean", res=32, photos=False),
+                     progress=False)
+    return out
+
+
+@pytest.fixture
+def inputs(tmp_path: Path) -> dict[str, Path]:
+    """Small bad inputs, written into the test's folder."""
+    import numpy as np
+
+    from neuralfit.io.images import save_png
+
+    d = {"png": tmp_path / "small.png", "list": tmp_path / "list.json", "nan": tmp_path / "nan.json",
+         "bin": tmp_path / "random.bin", "txt": tmp_path / "t.txt", "empty": tmp_path / "empty"}
+    save_png(d["png"], np.full((48, 64, 3), 128, np.uint8))
+    d["list"].write_text("[1, 2, 3]")
+    kp = [[100.0, 50.0, 0.9] for _ in range(25)]
+    kp[4][0] = float("nan")  # RWrist x
+    d["nan"].write_text(json.dumps({"people": [{"pose_keypoints_2d": sum(kp, [])}]}))  # json writes NaN
+    d["bin"].write_bytes(bytes(range(256)) * 4)
+    d["txt"].write_text("hello, not an image\n")
+    d["empty"].mkdir()
+    return d
+
+
+def _cases(i: dict[str, Path], ro: Path, data: Path) -> dict[str, tuple[list, tuple[str, ...]]]:
+    """name -> (argv, text the one error line must contain)."""
+    out = i["png"].parent / "out"
+    init, net = data / "annotations.npz", Path(__file__).parents[1] / "neuralfit/nets/assets/default.pt"
+    return {
+        "body show --size 0": (["body", "show", "--size", "0", "--out", out / "b.png"], ("--size", "got 0")),
+        "body show --size -10": (["body", "show", "--size", "-10", "--out", out / "b.png"], ("--size", "got -10")),
+        "body export unwritable": (["body", "export", "--out", ro / "b.obj"], ("--out", "permission denied")),
+        "body show unwritable": (["body", "show", "--out", ro / "b.png"], ("--out", "permission denied")),
+        "synth unwritable": (["synth", "--out", ro / "s", "--count", "1", "--body", "toy"], ("--out", str(ro))),
+        "synth --count 0": (["synth", "--out", out, "--count", "0"], ("--count", "got 0")),
+        "train network --epochs 0": (["train", "network", "--data", data, "--out", out / "n.pt", "--epochs", "0"],
+                                     ("--epochs", "got 0")),
+        "train network unwritable": (["train", "network", "--data", data, "--out", ro / "n.pt"], ("permission",)),
+        "train regressor --steps 0": (["train", "regressor", "--network", net, "--out", out / "r.pt", "--steps",
+                                       "0", "--quiet"], ("--steps", "got 0")),
+        "fit --keypoints list": (["fit", i["png"], "--out", out, "--keypoints", i["list"]], ("list.json",)),
+        "fit --keypoints NaN": (["fit", i["png"], "--out", out, "--keypoints", i["nan"]],
+                                ("nan.json", "person 0", "joint 4 (RWrist)")),
+        "fit --device tpu": (["fit", i["png"], "--out", out, "--device", "tpu"], ("--device 'tpu'",)),
+        "refine --device tpu": (["refine", init, "--images", data, "--out", out / "r.npz", "--device", "tpu"],
+                                ("--device 'tpu'",)),
+        "refine unwritable": (["refine", init, "--images", data, "--out", ro / "r.npz", "--prior", "none"],
+                              ("--out", "permission denied")),
+        "eval unwritable": (["eval", "--data", data, "--method", "oracle", "--out", ro / "e.json"],
+                            ("--out", "permission denied")),
+        "eval empty --data": (["eval", "--data", i["empty"], "--out", out / "e.json"],
+                              ("--data", "no annotations.npz")),
+        "eval --device tpu": (["eval", "--data", data, "--out", out / "e.json", "--device", "tpu"], ("tpu",)),
+        "sweep text file": (["sweep", i["txt"], "--out", out], ("t.txt", "not an image")),
+        "sweep --device tpu": (["sweep", i["png"], "--out", out, "--device", "tpu"], ("tpu",)),
+    }
+
+
+CASES = list(_cases({k: Path(k) for k in ("png", "list", "nan", "bin", "txt", "empty")}, Path("ro"), Path("d")))
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_cli_bad_input(case: str, inputs: dict[str, Path], readonly_dir: Path, tiny_set: Path,
+                       capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch):
+    args, needles = _cases(inputs, readonly_dir, tiny_set)[case]
+    work, before_set = inputs["png"].parent, listing(tiny_set)
+    before = listing(work)
+    r = run_cli(args, capsys, monkeypatch)
+    assert_one_line(r, "error", *needles)
+    assert listing(work) == before, "the failed run left files behind"
+    assert listing(tiny_set) == before_set
+
+
+def test_cli_refine_cuda_without_gpu(tiny_set: Path, tmp_path: Path, capsys, monkeypatch):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    r = run_cli(["refine", tiny_set / "annotations.npz", "--images", tiny_set, "--out", tmp_path / "r.npz",
+                 "--device", "cuda"], capsys, monkeypatch)
+    assert_one_line(r, "error", "--device 'cuda'", "no CUDA GPU")
+    assert listing(tmp_path) == []
+
+
+def test_cli_synth_bad_body_leaves_nothing_and_rerun_works(inputs: dict[str, Path], capsys, monkeypatch):
+    work = inputs["png"].parent
+    before = listing(work)
+    for out in (work / "s", inputs["empty"]):  # a new folder, and an existing empty one
+        r = run_cli(["synth", "--out", out, "--count", "1", "--res", "32", "--body", inputs["bin"], "-q"],
+                    capsys, monkeypatch)
+        assert_one_line(r, "error", "random.bin")
+        assert listing(work) == before, "the failed synth left files behind"
+    r = run_cli(["synth", "--out", work / "s", "--count", "1", "--res", "32", "--body", "toy", "--no-photos", "-q"],
+                capsys, monkeypatch)
+    assert r.exc is None and r.code == 0, r.err
+    assert (work / "s" / "annotations.npz").is_file() and (work / "s" / "synth.json").is_file()
+
+
+def test_cli_train_epochs_zero_writes_nothing(tiny_set: Path, tmp_path: Path, capsys, monkeypatch):
+    """The library refuses too (a direct ``train_network`` call used to return with no checkpoint)."""
+    from neuralfit.training.network import TrainConfig, train_network
+
+    with pytest.raises(NeuralfitError, match="epochs must be >= 1, got 0"):
+        train_network([], tmp_path / "n.pt", None, config=TrainConfig(epochs=0))
+    assert listing(tmp_path) == []
+
+
+@needs_photo
+@pytest.mark.xfail(strict=True, reason=f"box outside the photo is not checked yet; {CORE}")
+def test_cli_fit_bbox_outside_photo(tmp_path: Path, capsys, monkeypatch):
+    r = run_cli(["fit", PHOTO, "--out", tmp_path / "f", "--bbox", "5000,5000,6000,6000", "--method", "regressor",
+                 "--no-overlay"], capsys, monkeypatch)
+    assert r.exc is None and "Traceback" not in r.err
+    assert "fitted 1 of 1" not in r.err
+    assert r.code in (1, 3), r.err
+    lines = [ln for ln in r.err.splitlines() if ln.startswith(("error:", "warning:"))]
+    assert len(lines) == 1 and "bbox" in lines[0].lower() and "5000" in lines[0], r.err
+
+
+@pytest.mark.xfail(strict=True, reason=f"fit creates --out before it loads the network; {CORE}")
+def test_cli_failed_fit_leaves_no_out_folder(inputs: dict[str, Path], capsys, monkeypatch):
+    work = inputs["png"].parent
+    before = listing(work)
+    r = run_cli(["fit", inputs["png"], "--out", work / "out", "--network", inputs["bin"]], capsys, monkeypatch)
+    assert_one_line(r, "error", "random.bin")
+    assert listing(work) == before, "the failed fit left an (empty) out folder"
+
+
+@needs_photo
+@pytest.mark.xfail(strict=True, reason=f"fit replaces results in --out without a word, has no --overwrite; {CORE}")
+def test_cli_fit_refuses_to_overwrite_results(tmp_path: Path, capsys, monkeypatch):
+    args = ["fit", PHOTO, "--out", tmp_path / "f", "--method", "regressor", "--no-overlay", "-q"]
+    first = run_cli(args, capsys, monkeypatch)
+    assert first.code == 0, first.err
+    result = tmp_path / "f" / PHOTO.stem / "fit.json"
+    old = result.read_bytes()
+    again = run_cli(args, capsys, monkeypatch)
+    assert_one_line(again, "error", "--overwrite", str(tmp_path / "f"))
+    assert result.read_bytes() == old
+    forced = run_cli([*args, "--overwrite"], capsys, monkeypatch)
+    assert forced.code == 0, forced.err
