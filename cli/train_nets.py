@@ -11,7 +11,16 @@ import sys
 from pathlib import Path
 
 import click
-from neuralfit.cli.options import check_out_file, check_positive_int, check_size, device_option, quiet_option
+from neuralfit.cli.options import (
+    check_dataset,
+    check_out_file,
+    check_positive_int,
+    check_size,
+    device_option,
+    quiet_option,
+    threads_option,
+    torch_threads,
+)
 
 
 def open_datasets(paths: tuple[str, ...], res: int, augment: bool, seed: int = 0) -> list:
@@ -60,11 +69,12 @@ def open_datasets(paths: tuple[str, ...], res: int, augment: bool, seed: int = 0
 @click.option("--init", "init", default=None, type=click.Path(exists=True, dir_okay=False),
               help="Start a new run from this network checkpoint's weights and feature bank.")
 @click.option("--seed", default=0, show_default=True)
+@threads_option(default=None, help="CPU threads for torch (>= 1) [torch's default: one per core].")
 @quiet_option
 def network(data: tuple[str, ...], out: str, epochs: int, batch_size: int, lr: float, res: int, feature_dim: int,
             joint_set: str, backbone: str, backbone_weights: str | None, body_spec: str, device: str, workers: int,
             max_steps: int | None, no_augment: bool, freeze_backbone: bool, finetune_stages: int, resume: bool,
-            init: str | None, seed: int, quiet: bool) -> None:
+            init: str | None, seed: int, threads: int | None, quiet: bool) -> None:
     """Train the multi-task network (features, part segmentation, keypoints, SMPL regressor) and write OUT.
 
     Also writes OUT.state.pt (for --resume) and <stem>_curves.json/.png. Multi-GPU: launch with
@@ -89,6 +99,8 @@ def network(data: tuple[str, ...], out: str, epochs: int, batch_size: int, lr: f
     if lr <= 0:
         raise NeuralfitError(f"--lr must be > 0, got {lr}")
     check_out_file(out)
+    for d in data:
+        check_dataset(d)
     if device == "cuda" and "LOCAL_RANK" in os.environ:  # torchrun: one GPU per process
         device = f"cuda:{os.environ['LOCAL_RANK']}"
     body = load_body_model(body_spec, device=device)
@@ -98,8 +110,9 @@ def network(data: tuple[str, ...], out: str, epochs: int, batch_size: int, lr: f
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, device=device, num_workers=workers,
                       max_steps_per_epoch=max_steps, seed=seed, freeze_backbone=freeze_backbone,
                       finetune_stages=finetune_stages)
-    trainer = train_network(datasets, out, body, net_cfg, cfg, resume=resume, init=init,
-                            provenance={"command": " ".join(sys.argv), "data": list(data)}, progress=not quiet)
+    with torch_threads(threads):
+        trainer = train_network(datasets, out, body, net_cfg, cfg, resume=resume, init=init,
+                                provenance={"command": " ".join(sys.argv), "data": list(data)}, progress=not quiet)
     if int(os.environ.get("RANK", "0")) != 0:
         return
     last = trainer.history[-1] if trainer.history else {}
@@ -123,10 +136,11 @@ def network(data: tuple[str, ...], out: str, epochs: int, batch_size: int, lr: f
 @click.option("--max-batches", default=None, type=int, help="Use only this many batches (smoke runs).")
 @device_option
 @click.option("--workers", default=2, show_default=True, help="DataLoader workers.")
+@threads_option(default=None, help="CPU threads for torch (>= 1) [torch's default: one per core].")
 @quiet_option
 def gmm(data: tuple[str, ...], network_path: str, out: str, body_spec: str, num_components: int, tau: float,
         num_clutter: int, temperature: float, fit_temperature: bool, batch_size: int, max_batches: int | None,
-        device: str, workers: int, quiet: bool) -> None:
+        device: str, workers: int, threads: int | None, quiet: bool) -> None:
     """Estimate the neural mesh model (per-vertex, per-orientation feature means + clutter) with the network frozen."""
     from neuralfit.body import load_body_model
     from neuralfit.errors import NeuralfitError
@@ -140,11 +154,14 @@ def gmm(data: tuple[str, ...], network_path: str, out: str, body_spec: str, num_
     if temperature <= 0 or tau <= 0:
         raise NeuralfitError(f"--temperature and --tau must be > 0, got {temperature} and {tau}")
     check_out_file(out)
+    for d in data:
+        check_dataset(d)
     body = load_body_model(body_spec, device=device)
     net = load_network(network_path, body, device=device)
     datasets = open_datasets(data, net.config.input_res, augment=False)
-    stats = accumulate_statistics(net, datasets, body, num_components, tau, batch_size=batch_size,
-                                  num_workers=workers, max_batches=max_batches, progress=not quiet)
+    with torch_threads(threads):
+        stats = accumulate_statistics(net, datasets, body, num_components, tau, batch_size=batch_size,
+                                      num_workers=workers, max_batches=max_batches, progress=not quiet)
     model = build_neural_model(stats, body, num_clutter=num_clutter, temperature=temperature, tau=tau,
                                fit_temperature=fit_temperature)
     model.save(out)
