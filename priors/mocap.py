@@ -263,18 +263,58 @@ def default_mocap_path() -> Path:
 
 
 def load_mocap(path: str | os.PathLike | None = None) -> MocapSet:
-    """Load the retargeted pose set (default: the one shipped in ``neuralfit/priors/assets``)."""
+    """Load a retargeted pose set (default: the DeepMimic set shipped in ``neuralfit/priors/assets``).
+
+    Any ``.npz`` with ``body_pose`` (N, 69) and ``global_orient`` (N, 3) axis-angle loads (e.g. AMASS
+    frames a user converted); optional ``clip`` or ``clip_id`` (N,) int labels whole clips for held-out
+    splits (without it every frame is its own clip), ``clip_names`` (C,) names them, ``mirrored`` (N,).
+    """
     path = Path(path) if path is not None else default_mocap_path()
     if not path.is_file():
         raise NeuralfitError(f"mocap pose set {path} not found; build it with tools/build_prior_mocap.py")
-    with np.load(path, allow_pickle=False) as z:
-        return MocapSet(
-            body_pose=z["body_pose"].astype(np.float32),
-            global_orient=z["global_orient"].astype(np.float32),
-            clip=z["clip"].astype(np.int64),
-            mirrored=z["mirrored"].astype(bool),
-            clip_names=tuple(str(s) for s in z["clip_names"]),
-        )
+    try:
+        z = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise NeuralfitError(f"pose set {path}: not a readable .npz ({exc})") from exc
+    with z:
+        if "body_pose" not in z or "global_orient" not in z:
+            raise NeuralfitError(f"pose set {path}: needs 'body_pose' (N, 69) and 'global_orient' (N, 3) arrays; "
+                                 f"found {sorted(z.files)}")
+        bp, go = z["body_pose"].astype(np.float32), z["global_orient"].astype(np.float32)
+        n = len(bp)
+        if bp.shape != (n, 69) or go.shape != (n, 3) or n == 0:
+            raise NeuralfitError(f"pose set {path}: body_pose {bp.shape}, global_orient {go.shape}; "
+                                 "expected (N, 69) and (N, 3) with N > 0, axis-angle")
+        if not (np.isfinite(bp).all() and np.isfinite(go).all()):
+            raise NeuralfitError(f"pose set {path}: body_pose/global_orient contain NaN or inf")
+        key = "clip" if "clip" in z else "clip_id" if "clip_id" in z else None
+        clip = z[key].astype(np.int64) if key else np.arange(n)
+        if clip.shape != (n,):
+            raise NeuralfitError(f"pose set {path}: {key} has shape {clip.shape}; expected ({n},)")
+        names = (tuple(str(s) for s in z["clip_names"]) if "clip_names" in z
+                 else tuple(str(i) for i in range(int(clip.max()) + 1)))
+        if clip.min() < 0 or clip.max() >= len(names):
+            raise NeuralfitError(f"pose set {path}: clip ids must index clip_names (0..{len(names) - 1})")
+        mirrored = z["mirrored"].astype(bool) if "mirrored" in z else np.zeros(n, dtype=bool)
+    return MocapSet(body_pose=bp, global_orient=go, clip=clip, mirrored=mirrored, clip_names=names)
+
+
+def concat_mocap(sets: list[MocapSet]) -> MocapSet:
+    """One pose set from several; clip ids are renumbered so that every clip stays distinct."""
+    names: list[str] = []
+    clips = []
+    for s in sets:
+        clips.append(s.clip + len(names))
+        names.extend(s.clip_names)
+    return MocapSet(np.concatenate([s.body_pose for s in sets]), np.concatenate([s.global_orient for s in sets]),
+                    np.concatenate(clips), np.concatenate([s.mirrored for s in sets]), tuple(names))
+
+
+def with_mirrors(s: MocapSet) -> MocapSet:
+    """The set plus its left-right mirror images (same clip ids: a clip and its mirror split together)."""
+    full = mirror_pose(np.concatenate([s.global_orient, s.body_pose], axis=1))
+    return MocapSet(np.concatenate([s.body_pose, full[:, 3:]]), np.concatenate([s.global_orient, full[:, :3]]),
+                    np.concatenate([s.clip, s.clip]), np.concatenate([s.mirrored, ~s.mirrored]), s.clip_names)
 
 
 def save_mocap(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
@@ -290,3 +330,14 @@ def save_mocap(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
             mirrored=arrays["mirrored"].astype(bool),
             clip_names=np.asarray(arrays["clip_names"]).astype(str),
         )
+def split_clips(clip_names: tuple[str, ...] | list[str], fraction: float) -> tuple[str, ...]:
+    """Clips held out for validation: those whose name's CRC32 falls in the lowest ``fraction``.
+
+    A hash of the name, not a random draw over the list, so a clip's side of the split does not change
+    when other clips are added (DeepMimic + CMU + a user's set) and the prior and the lifter agree.
+    """
+    import zlib
+
+    if not 0.0 <= fraction < 1.0:
+        raise NeuralfitError(f"held-out fraction {fraction}; expected 0 <= fraction < 1")
+    return tuple(c for c in clip_names if zlib.crc32(c.encode()) / 2**32 < fraction)
