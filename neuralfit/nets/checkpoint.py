@@ -78,7 +78,9 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise NeuralfitError(f"cannot read network checkpoint {p}: expected a neuralfit network file ({exc})") from exc
+        # torch's own message spans many lines (weights_only advice); the type is enough for one line.
+        raise NeuralfitError(f"cannot read network checkpoint {p}: expected a neuralfit network file "
+                             f"({type(exc).__name__})") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise NeuralfitError(f"{p} is not a neuralfit network checkpoint (format {FORMAT!r} expected)")
     if int(ckpt.get("version", 0)) > VERSION:
