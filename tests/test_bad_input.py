@@ -371,3 +371,12 @@ def test_cli_fit_refuses_to_overwrite_results(tmp_path: Path, capsys, monkeypatc
     assert result.read_bytes() == old
     forced = run_cli([*args, "--overwrite"], capsys, monkeypatch)
     assert forced.code == 0, forced.err
+
+
+def test_console_script_prints_one_line(tmp_path: Path):
+    """The real entry point in a fresh process (the in-process runs above go through the same ``main``)."""
+    r = subprocess.run([sys.executable, "-m", "neuralfit.cli.main", "body", "show", "--size", "0", "--out",
+                        str(tmp_path / "b.png")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr == "error: --size must be >= 16, got 0\n"
+    assert listing(tmp_path) == []
