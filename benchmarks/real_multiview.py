@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     from neuralfit.eval.real_report import (
         contact_sheet,
         gt_summary,
+    method_folder,
         person_table,
         run_method,
         score_rows,
@@ -84,8 +85,7 @@ def main(argv: list[str] | None = None) -> int:
                 skipped.append(f"- `{spec.name}` not run: " + "; ".join(why))
                 print(skipped[-1], file=sys.stderr)
                 continue
-            folder = cache / "fits" / (spec.key + ("-" + "_".join(sorted(args.set)) if args.set and spec.kind == "fit"
-                                                    else ""))
+            folder = method_folder(cache / "fits", spec, args.set)
             results = run_method(spec, items, runner, folder, lambda it: load_frame(cache / "data", it.frame, it.view))
             per_method[spec.name] = score_rows(items, results, rset)
             if spec.kind == "fit":

@@ -37,6 +37,12 @@ class Row:
     identity: str
 
 
+def method_folder(root: Path, spec: MethodSpec, sets: list[str]) -> Path:
+    """Cache folder of a method's results under ``root`` (the ``--set`` overrides are part of the name)."""
+    suffix = "-" + "_".join(sorted(sets)) if sets and spec.kind == "fit" else ""
+    return Path(root) / (spec.key + suffix)
+
+
 def item_tag(it: PersonView) -> str:
     return f"f{it.frame:03d}_v{it.view}_{it.person}"
 
@@ -83,9 +89,9 @@ def score_rows(items: list[PersonView], results: list[MethodResult], rset: RealS
     return rows
 
 
-def _mean(values: list[float]) -> str:
+def _mean(values: list[float], digits: int = 1) -> str:
     v = np.asarray([x for x in values if np.isfinite(x)])
-    return f"{v.mean():.1f}" if v.size else "-"
+    return f"{v.mean():.{digits}f}" if v.size else "-"
 
 
 def common_keys(per_method: dict[str, list[Row]]) -> set[str]:
@@ -202,3 +208,32 @@ def contact_sheet(rows: list[Row], path: Path, n: int = 8) -> None:
         tiles.append(np.full_like(tiles[0], 255))
     grid = np.vstack([np.hstack(tiles[i:i + cols]) for i in range(0, len(tiles), cols)])
     save_png(path, grid)
+
+
+def occluded_table(tables: dict[str, tuple[dict[str, list[Row]], dict[str, list[Row]], float]],
+                   people: list[str]) -> str:
+    """Markdown: per placement x person x method, occluded vs clean on the same person-views.
+
+    ``tables[placement] = (occluded rows per method, clean rows per method, mean limb joints hidden)``.
+    The compared person-views are those every method fitted both occluded and clean; "lost" counts
+    occluded person-views with no fit over all of them.
+    """
+    lines = ["| placement | joints hidden | person | method | n | PA-MPJPE | clean PA | +PA | MPJPE | clean MPJPE | "
+             "lost | other person | occ. on occluder | occ. on visible body |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for placement, (occ_rows, clean_rows, hidden) in tables.items():
+        keys = common_keys({**{f"o{k}": v for k, v in occ_rows.items()}, **{f"c{k}": v for k, v in clean_rows.items()}})
+        for person in people:
+            for name, rows in occ_rows.items():
+                mine = [r for r in rows if r.item.person == person]
+                sel = [r for r in mine if item_tag(r.item) in keys]
+                csel = [r for r in clean_rows[name] if r.item.person == person and item_tag(r.item) in keys]
+                pa, cpa = _mean([r.scores.pa_mpjpe for r in sel]), _mean([r.scores.pa_mpjpe for r in csel])
+                delta = f"{float(pa) - float(cpa):+.1f}" if pa != "-" and cpa != "-" else "-"
+                lines.append(
+                    f"| {placement} | {hidden:.1f} | {person} | {name} | {len(sel)} | {pa} | {cpa} | {delta} | "
+                    f"{_mean([r.scores.mpjpe for r in sel])} | {_mean([r.scores.mpjpe for r in csel])} | "
+                    f"{sum(not r.result.ok for r in mine)}/{len(mine)} | {sum(r.identity == 'other' for r in mine)}/"
+                    f"{len(mine)} | {_mean([r.result.occ_inside for r in mine], 2)} | "
+                    f"{_mean([r.result.occ_visible for r in mine], 2)} |")
+    return "\n".join(lines)
