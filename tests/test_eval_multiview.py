@@ -234,3 +234,48 @@ def test_demo_calibration_is_consistent() -> None:
         assert 1.5 < c.center[2] < 2.5
         assert c.to_camera(np.array([0.0, 0.0, 1.0]))[2] > 1.0
         assert np.allclose(c.R @ c.R.T, np.eye(3), atol=1e-6) and np.linalg.det(c.R) == pytest.approx(1, abs=1e-6)
+
+
+def _standing_keypoints() -> np.ndarray:
+    """(33, 3) a standing person facing the camera in a 400 x 1000 px box at (100, 100)."""
+    kp = np.zeros((33, 3))
+    kp[:, 2] = 1.0
+    kp[:] = [300, 200, 1.0]
+    pos = {11: (360, 300), 12: (240, 300), 13: (390, 450), 14: (210, 450), 15: (400, 580), 16: (200, 580),
+           23: (340, 600), 24: (260, 600), 25: (345, 800), 26: (255, 800), 27: (350, 1000), 28: (250, 1000)}
+    for j, (x, y) in pos.items():
+        kp[j, :2] = (x, y)
+    return kp
+
+
+def test_occluder_placements() -> None:
+    from neuralfit.eval.multiview import BLAZEPOSE_LIMB12
+    from neuralfit.eval.real_occluders import adv_candidates, place, worst_position
+
+    kp, box = _standing_keypoints(), np.array([100, 100, 500, 1100], np.float32)
+    hw = (1200, 600)
+
+    def hidden(o) -> set[int]:
+        m = o.mask(hw)
+        return {j for j in BLAZEPOSE_LIMB12 if m[int(kp[j, 1]), int(kp[j, 0])]}
+
+    # Lower body: knees and ankles hidden, the arms and shoulders not.
+    assert hidden(place("lower", kp, box, 0, 0)) >= {25, 26, 27, 28}
+    assert not hidden(place("lower", kp, box, 0, 0)) & {11, 12, 13, 14, 15, 16}
+    # One arm + that side of the torso: the left arm in even frames, the right in odd ones.
+    assert {11, 13, 15, 23} <= hidden(place("arm_torso", kp, box, 0, 0)) and not {14, 16} & hidden(
+        place("arm_torso", kp, box, 0, 0))
+    assert {12, 14, 16, 24} <= hidden(place("arm_torso", kp, box, 0, 1))
+    sq = place("squares", kp, box, 3, 0)
+    assert len(sq.rects) == 4 and sq.mask(hw)[:, :90].sum() == 0  # inside the box
+    # The same seed gives the same occluder (the benchmark regenerates frames from stored rectangles).
+    np.testing.assert_array_equal(place("squares", kp, box, 3, 0).rects, sq.rects)
+    image = np.zeros((1200, 600, 3), np.uint8)
+    pasted = sq.paste(image)
+    assert (pasted.sum(-1) > 0).sum() > 0 and np.all(pasted[~sq.mask(hw)] == 0)
+    cands = adv_candidates(box, 0)
+    assert len(cands) == 20
+    errs = {id(c): float(i) for i, c in enumerate(cands)}
+    errs[id(cands[-1])] = float("inf")  # the method loses the person there: not chosen, but counted
+    worst, err, lost = worst_position(cands, lambda c: errs[id(c)])
+    assert worst is cands[-2] and err == 18.0 and lost == pytest.approx(1 / 20)
