@@ -42,6 +42,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--set", action="append", default=[], help="FitImageConfig override key=value (fit.x for "
                                                                 "FitConfig); applies to every fit method")
     ap.add_argument("--no-refine", action="store_true", help="use the calibration's rotations as they are")
+    ap.add_argument("--tag", help="cache tag of the fits (default: a hash of the fitting code, so changed code "
+                                  "refits); pass a tag printed by an earlier run to reuse its fits")
     ap.add_argument("--out", help="also write the markdown report here")
     ap.add_argument("--sheet", help="contact sheet PNG (default: <cache>/sheet_<method>.png; never commit it)")
     return ap.parse_args(argv)
@@ -51,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from neuralfit.eval.real_data import PEOPLE, build_set, find_demo, load_frame
-    from neuralfit.eval.real_methods import Runner, parse_method, parse_sets, unsupported
+    from neuralfit.eval.real_methods import Runner, code_tag, parse_method, parse_sets, unsupported
     from neuralfit.eval.real_report import (
         contact_sheet,
         gt_summary,
@@ -69,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         raise NeuralfitError(f"--people: unknown {bad}; expected {', '.join(PEOPLE)}")
     specs = [parse_method(m) for m in (args.method or ["mediapipe3d", "default", "focal"])]
     sets = parse_sets(args.set)
+    tag = args.tag or code_tag()
+    print(f"fit cache tag: {tag}", file=sys.stderr)
     cache = Path(args.cache)
     demo = find_demo(args.demo)
     t0 = time.time()
@@ -85,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
                 skipped.append(f"- `{spec.name}` not run: " + "; ".join(why))
                 print(skipped[-1], file=sys.stderr)
                 continue
-            folder = method_folder(cache / "fits", spec, args.set)
+            folder = method_folder(cache / "fits", spec, args.set, tag)
             results = run_method(spec, items, runner, folder, lambda it: load_frame(cache / "data", it.frame, it.view))
             per_method[spec.name] = score_rows(items, results, rset)
             if spec.kind == "fit":
@@ -96,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     cmd = "python benchmarks/real_multiview.py " + " ".join(argv if argv is not None else sys.argv[1:])
     report = "\n".join([
         f"Command: `{cmd}` ({os.cpu_count()} CPU cores, {time.strftime('%Y-%m-%d %H:%M')}, "
-        f"{time.time() - t0:.0f} s)",
+        f"{time.time() - t0:.0f} s; fit cache tag {tag})",
         "",
         "Pseudo-GT:",
         gt_summary(rset),

@@ -40,6 +40,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--placement", action="append", help="lower, arm_torso, squares, adv (repeat; default all)")
     ap.add_argument("--method", action="append", help="mediapipe3d, default, focal or NAME:key=value,... (repeat)")
     ap.add_argument("--set", action="append", default=[], help="FitImageConfig override key=value")
+    ap.add_argument("--tag", help="cache tag of the fits (default: a hash of the fitting code, so changed code "
+                                  "refits); pass a tag printed by an earlier run to reuse its fits")
     ap.add_argument("--out", help="also write the markdown report here")
     return ap.parse_args(argv)
 
@@ -52,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     from neuralfit.data.appearance import PhotoBank
     from neuralfit.eval.multiview import score_limb12
     from neuralfit.eval.real_data import PEOPLE, build_set, find_demo, load_frame
-    from neuralfit.eval.real_methods import Runner, parse_method, parse_sets, unsupported
+    from neuralfit.eval.real_methods import Runner, code_tag, parse_method, parse_sets, unsupported
     from neuralfit.eval.real_occluders import PLACEMENTS, Occluder, adv_candidates, place, worst_position
     from neuralfit.eval.real_report import item_tag, method_folder, occluded_table, run_method, score_rows
     from neuralfit.io.atomic import atomic_path, save_npz
@@ -66,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         raise NeuralfitError(f"--people: unknown {bad}; expected {', '.join(PEOPLE)}")
     specs = [parse_method(m) for m in (args.method or ["mediapipe3d", "default", "focal"])]
     sets = parse_sets(args.set)
+    tag = args.tag or code_tag()
+    print(f"fit cache tag: {tag}", file=sys.stderr)
     cache = Path(args.cache)
     t0 = time.time()
     rset = build_set(find_demo(args.demo), cache / "data", n_frames=args.frames)
@@ -124,10 +128,10 @@ def main(argv: list[str] | None = None) -> int:
                         print(skipped[-1], file=sys.stderr)
                     continue
                 res = run_method(spec, items, runner, method_folder(cache / "occluded" / placement / "fits", spec,
-                                                                    args.set), image_of, mask_of,
+                                                                    args.set, tag), image_of, mask_of,
                                  desc=f"{placement} {spec.name}")
                 per_method[spec.name] = score_rows(items, res, rset)
-                res_c = run_method(spec, items, runner, method_folder(cache / "fits", spec, args.set), clean,
+                res_c = run_method(spec, items, runner, method_folder(cache / "fits", spec, args.set, tag), clean,
                                    desc=f"clean {spec.name}")
                 clean_rows[spec.name] = score_rows(items, res_c, rset)
             hidden = [_hidden(occ[item_tag(it)], it) for it in items]
@@ -137,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cmd = "python benchmarks/real_occluded.py " + " ".join(argv if argv is not None else sys.argv[1:])
     lines = [f"Command: `{cmd}` ({os.cpu_count()} CPU cores, {time.strftime('%Y-%m-%d %H:%M')}, "
-             f"{time.time() - t0:.0f} s); {len(items)} person-views per placement "
+             f"{time.time() - t0:.0f} s; fit cache tag {tag}); {len(items)} person-views per placement "
              f"(frames {sorted(pick)}); textures: {'interior photos' if len(bank) else 'procedural'}", "", *skipped, "",
              occluded_table(tables, people), ""]
     if "adv" in grid_lost:

@@ -120,10 +120,12 @@ def unsupported(spec: MethodSpec, sets: dict[str, Any]) -> list[str]:
 def make_config(sets: dict[str, Any]):
     """A FitImageConfig with ``sets`` applied (``fit.x`` sets FitConfig's ``x``); None when empty."""
     from neuralfit.fitting import FitConfig
-    from neuralfit.pipeline import FitImageConfig
 
     if not sets:
         return None
+    FitImageConfig = _fit_image_config()
+    if FitImageConfig is None:
+        raise NeuralfitError("--set: this neuralfit has no FitImageConfig")
     top = {f.name for f in dataclasses.fields(FitImageConfig)}
     sub = {f.name for f in dataclasses.fields(FitConfig)}
     plain = {k: v for k, v in sets.items() if "." not in k}
@@ -200,6 +202,40 @@ def occlusion_score(occlusion: np.ndarray | None, body_mask: np.ndarray | None,
             float(occ[visible].mean()) if visible.any() else nan)
 
 
+def code_tag() -> str:
+    """8 hex digits naming the fitting code and assets a fit ran with (the package's sources outside
+    ``neuralfit/eval``, ``priors/``, and the asset files' sizes): fits cached under another tag are
+    not reused, so a rerun after the code changed refits instead of reporting stale numbers."""
+    import neuralfit
+
+    root = Path(neuralfit.__file__).parent
+    h = hashlib.sha1()
+    files = sorted(p for p in root.rglob("*.py") if "eval" not in p.relative_to(root).parts[:1])
+    priors = root.parent / "priors"
+    files += sorted(priors.rglob("*.py")) if priors.is_dir() else []
+    for p in files:
+        h.update(str(p.relative_to(root.parent)).encode())
+        h.update(p.read_bytes())
+    for p in sorted(root.rglob("assets/*")):
+        if p.is_file():
+            h.update(f"{p.relative_to(root)}:{p.stat().st_size}".encode())
+    return h.hexdigest()[:8]
+
+
+def _fit_image_config():
+    """The fit_image config class wherever the installed code keeps it (the pipeline is being split)."""
+    import importlib
+
+    for mod in ("neuralfit", "neuralfit.pipeline", "neuralfit.photo"):
+        try:
+            cls = getattr(importlib.import_module(mod), "FitImageConfig", None)
+        except ImportError:
+            cls = None
+        if cls is not None:
+            return cls
+    return None
+
+
 class Runner:
     """Runs methods on person-views with one warm detector and one body model (lazily created)."""
 
@@ -246,9 +282,9 @@ class Runner:
         p = r.people[0]
         joints = np.asarray(p.joints3d, np.float64)
         bp = self._blazepose(joints, np.asarray(p.vertices, np.float64))
-        from neuralfit.pipeline import project_points
-
-        torso = project_points(joints[[16, 17, 1, 2]], r.focal_length, np.asarray(r.principal_point))
+        # Pinhole projection in the photo camera the fit reports (OpenCV axes).
+        t4 = joints[[16, 17, 1, 2]]
+        torso = r.focal_length * t4[:, :2] / t4[:, 2:3] + np.asarray(r.principal_point, np.float64)
         inside, visible = occlusion_score(r.occlusion, r.body_mask, occluder)
         small = None
         if r.overlay is not None:

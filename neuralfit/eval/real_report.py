@@ -37,9 +37,12 @@ class Row:
     identity: str
 
 
-def method_folder(root: Path, spec: MethodSpec, sets: list[str]) -> Path:
-    """Cache folder of a method's results under ``root`` (the ``--set`` overrides are part of the name)."""
-    suffix = "-" + "_".join(sorted(sets)) if sets and spec.kind == "fit" else ""
+def method_folder(root: Path, spec: MethodSpec, sets: list[str], tag: str = "") -> Path:
+    """Cache folder of a method's results under ``root``: the ``--set`` overrides and, for fits, the
+    code tag (:func:`neuralfit.eval.real_methods.code_tag`) are part of the name."""
+    if spec.kind != "fit":
+        return Path(root) / spec.key
+    suffix = ("-" + "_".join(sorted(sets)) if sets else "") + (f"-{tag}" if tag else "")
     return Path(root) / (spec.key + suffix)
 
 
