@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import click
-from neuralfit.cli.options import device_option
+from neuralfit.cli.options import device_option, quiet_option, threads_option, torch_threads
 
 EXIT_SOME_FAILED = 3
 
@@ -20,8 +20,8 @@ EXIT_SOME_FAILED = 3
 @click.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Output folder; each photo gets DIR/<stem>/ (params.npz, mesh.obj, overlay.png, "
-                   "occlusion.png, fit.json).")
+              help="Output folder; each photo gets DIR/<stem>/ (params.npz, mesh.obj, mesh.glb, overlay.png, "
+                   "side.png, occlusion.png, fit.json).")
 @click.option("--body", "body_spec", default="free", show_default=True,
               help="'free' (the shipped neuralfit-free body) or a path to SMPL files.")
 @click.option("--prior", default="default", show_default=True,
@@ -36,41 +36,44 @@ EXIT_SOME_FAILED = 3
 @click.option("--bbox", default=None, help="Person box x0,y0,x1,y1 in pixels (mediapipe looks inside it).")
 @device_option  # checks cpu | cuda | cuda:N (and that a GPU exists) while parsing
 @click.option("--method", type=click.Choice(["neural", "keypoints", "regressor"]), default=None,
-              help="neural (full NeuralSMPL fit), keypoints (keypoints + priors only), regressor (network "
-                   "only). Default: neural when you pass --neural-model, else keypoints (initialised by the "
-                   "network's regressor; docs/fit.md says why the shipped neural model is not the default).")
+              help="neural (full NeuralSMPL fit), keypoints (keypoints + priors only), regressor (the start, "
+                   "no fitting). Default: neural when you pass --neural-model, else keypoints (docs/fit.md says "
+                   "why the shipped neural model is not the default).")
+@click.option("--init", "init", default="mediapipe3d", show_default=True, metavar="mediapipe3d|lifter|network|FILE.npz",
+              help="Where fits start: IK to mediapipe's 3D landmarks, the keypoint lifter, the network's "
+                   "regressor, or a SPIN/EFT-style .npz of your regressor's outputs (matched by image name). "
+                   "Falls back to the next available start per person (fit.json says which ran).")
+@click.option("--focal", type=float, default=None,
+              help="The photos' focal length in pixels (default: EXIF, else the image diagonal).")
+@click.option("--fov", type=float, default=None, help="The photos' field of view in degrees (longer side).")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
+              help="Fitter setting (a FitConfig field, docs/fitting.md), e.g. --set stage2_iters=40 "
+                   "--set min_keypoint_confidence=0.3. Repeatable.")
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Photos fitted together.")
-@click.option("--threads", type=int, default=1, show_default=True,
-              help="CPU threads for torch. The fit's tensors are small, so extra threads mostly wait (2 threads "
-                   "took 5x the CPU time of 1 in benchmarks/fit_photo_speed.py); raise it for big batches.")
-@click.option("--no-overlay", is_flag=True, help="Skip overlay.png / occlusion.png.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar or info lines.")
+@threads_option(help="CPU threads for torch. The fit's tensors are small, so extra threads mostly wait (2 threads "
+                     "took 5x the CPU time of 1 in benchmarks/fit_photo_speed.py); raise it for big batches.")
+@click.option("--no-overlay", is_flag=True, help="Skip overlay.png / side.png / occlusion.png.")
+@quiet_option
 def fit(images: tuple[Path, ...], out: Path, body_spec: str, prior: str, network: Path | None,
         neural_model: Path | None, keypoints: Path | None, bbox: str | None, device: str, method: str | None,
-        batch_size: int, threads: int, no_overlay: bool, quiet: bool) -> None:
-    """Fit SMPL-format bodies to the people in IMAGE(s).
+        init: str, focal: float | None, fov: float | None, settings: tuple[str, ...], batch_size: int,
+        threads: int, no_overlay: bool, quiet: bool) -> None:
+    """Fit SMPL-format bodies to the people in IMAGE(s), in each photo's own camera.
 
     Exit status: 0 all photos fitted; 3 some had no person or failed (one warning line each, the
     others still finish); 1 bad arguments; 2 usage errors.
     """
-    import torch
+    from neuralfit.fitting import FitConfig
+    from neuralfit.pipeline import FitImageConfig
 
-    from neuralfit.errors import NeuralfitError
-
-    if threads < 1:
-        raise NeuralfitError(f"--threads must be >= 1, got {threads}")
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        _run(images, out, body_spec, prior, network, neural_model, keypoints, bbox, device, method, batch_size,
-             no_overlay, quiet)
-    finally:
-        torch.set_num_threads(previous_threads)  # for callers that run the command in-process (tests)
+    cfg = FitImageConfig(method=method, init=init, focal=focal, fov=fov, batch_size=batch_size,
+                         write_overlay=not no_overlay, fit=FitConfig.occluded().with_settings(settings))
+    with torch_threads(threads):
+        _run(images, out, body_spec, prior, network, neural_model, keypoints, bbox, device, cfg, quiet)
 
 
-def _run(images, out, body_spec, prior, network, neural_model, keypoints, bbox, device, method, batch_size,
-         no_overlay, quiet) -> None:
-    from neuralfit.pipeline import FitImageConfig, ImageFitter, parse_bbox
+def _run(images, out, body_spec, prior, network, neural_model, keypoints, bbox, device, cfg, quiet) -> None:
+    from neuralfit.pipeline import ImageFitter, parse_bbox
 
     log = logging.getLogger("neuralfit.fit")
     handler = logging.StreamHandler(sys.stderr)
@@ -79,7 +82,6 @@ def _run(images, out, body_spec, prior, network, neural_model, keypoints, bbox, 
     log.propagate = False
     log.setLevel(logging.WARNING if quiet else logging.INFO)
     box = parse_bbox(bbox) if bbox is not None else None
-    cfg = FitImageConfig(method=method, batch_size=batch_size, write_overlay=not no_overlay)
     kps = None
     if keypoints is not None:
         from neuralfit.detect import load_keypoints_json

@@ -1,5 +1,5 @@
-"""The photo pipeline on synthetic inputs (no mediapipe, no real photos): camera conversion, default
-initialisation, method selection, outputs, atomic folders, bad input and the CLI's exit status."""
+"""The photo pipeline on synthetic inputs (no mediapipe, no real photos): the photo camera seen in crops,
+placing a start in it, method selection, outputs, atomic folders, bad input and the CLI's exit status."""
 
 from __future__ import annotations
 
@@ -15,13 +15,10 @@ from neuralfit.errors import NeuralfitError
 from neuralfit.pipeline import (
     FitImageConfig,
     ImageFitter,
-    crop_focal_to_image,
     crop_from_box,
-    default_init,
     fit_image,
     parse_bbox,
     project_points,
-    transl_to_image_camera,
 )
 
 RES = 224
@@ -35,43 +32,31 @@ def _few_iters(**kw):
 
 
 # --------------------------------------------------------------------------------------- camera
-def test_transl_conversion_reproduces_the_crop_projection():
-    """The crop camera (focal F, principal point at the crop centre c) and the photo camera (same F,
-    principal point p) see the moved body alike up to |c - p| * |w / z_j - 1| per point (module
-    docstring), which is the bound asserted here."""
+def test_crop_camera_sees_exactly_what_the_photo_camera_sees():
+    """The photo camera seen in a SPIN crop (f = F k, c = (p - center) k + res / 2, k = res / (200 scale))
+    projects points to the crop pixels that the crop's affine makes of their photo projection: the same
+    pinhole, resampled, so the only error is float round-off."""
+    from neuralfit.data.crop import apply_affine, crop_transform
+    from neuralfit.render.camera import CropCamera, crop_camera_from_photo, project
+
     rng = np.random.default_rng(0)
-    joints_rel = rng.normal(scale=[0.3, 0.5, 0.15], size=(24, 3))
-    t_crop = np.array([0.1, -0.05, 40.0])
-    center, scale = np.array([500.0, 180.0]), 2.0
-    pp = np.array([320.0, 240.0])
-    F = crop_focal_to_image(F_CROP, scale, RES)
-    # What the crop shows, in photo pixels: crop pixels mapped back through the crop's affine.
-    uv_crop = (joints_rel + t_crop)[:, :2] / (joints_rel + t_crop)[:, 2:] * F_CROP + RES / 2
-    uv_photo_expected = (uv_crop - RES / 2) * (200.0 * scale / RES) + center
-    t = transl_to_image_camera(t_crop, joints_rel, center, pp, F, F)
-    uv = project_points(joints_rel + t, F, pp)
-    z = joints_rel[:, 2] + t[2]
-    w = np.sum(1 / z) / np.sum(1 / z**2)
-    bound = np.abs(center - pp)[None] * np.abs(w / z - 1)[:, None]
-    assert np.all(np.abs(uv - uv_photo_expected) <= bound + 1e-6)
-    # Here: 0.45 m depth spread at 40 m, 180 px off-centre -> about a pixel.
-    assert np.abs(uv - uv_photo_expected).max() < 2.0
-    assert t[2] == pytest.approx(t_crop[2])  # depth is unchanged
+    pts = rng.normal(scale=[0.3, 0.5, 0.15], size=(24, 3)) + np.array([0.4, -0.2, 4.0])
+    F, pp = 1650.0, np.array([960.0, 540.0])
+    center, scale = np.array([1300.0, 420.0]), 3.1
+    f, c = crop_camera_from_photo(F, pp, center, scale, RES)
+    uv_crop = project(torch.tensor(pts)[None], CropCamera(RES, f, torch.tensor(c)))[0].numpy()
+    want = apply_affine(crop_transform(center, scale, RES), project_points(pts, F, pp))
+    assert np.abs(uv_crop - want).max() < 1e-3
 
 
-def test_transl_conversion_with_another_focal_keeps_the_projection():
-    """With the photo focal F' != F the body moves to depth z F'/F: same projection to first order."""
-    rng = np.random.default_rng(1)
-    joints_rel = rng.normal(scale=0.2, size=(24, 3))
-    t_crop = np.array([0.0, 0.0, 30.0])
-    center, pp = np.array([200.0, 200.0]), np.array([250.0, 200.0])
-    F = crop_focal_to_image(F_CROP, 1.5, RES)
-    ref = project_points(joints_rel + transl_to_image_camera(t_crop, joints_rel, center, pp, F, F), F, pp)
-    t2 = transl_to_image_camera(t_crop, joints_rel, center, pp, F, 1.5 * F)
-    uv2 = project_points(joints_rel + t2, 1.5 * F, pp)
-    assert t2[2] == pytest.approx(1.5 * t_crop[2])
-    # Weak-perspective error: body depth spread (~0.2 m) / depth (30-45 m) of its ~100 px extent.
-    assert np.abs(uv2 - ref).max() < 1.0
+def test_per_sample_crop_cameras_project_each_sample_with_its_own():
+    from neuralfit.render.camera import CropCamera, project
+
+    pts = torch.tensor([[[0.1, 0.2, 2.0]], [[0.1, 0.2, 2.0]]])
+    cam = CropCamera(RES, torch.tensor([500.0, 1000.0]), torch.tensor([[100.0, 110.0], [120.0, 90.0]]))
+    uv = project(pts, cam)
+    assert torch.allclose(uv[0, 0], torch.tensor([500 * 0.05 + 100, 500 * 0.1 + 110]))
+    assert torch.allclose(uv[1, 0], torch.tensor([1000 * 0.05 + 120, 1000 * 0.1 + 90]))
 
 
 def test_crop_from_box_is_spin_style():
@@ -86,31 +71,32 @@ def test_bad_bbox_is_one_line_error(text):
         parse_bbox(text)
 
 
-# --------------------------------------------------------------------------------------- init
-def _project_body(body, go, transl, joint_set="coco17"):
+# --------------------------------------------------------------------------------------- start
+def test_a_start_is_placed_at_its_depth_in_an_off_centre_crop_camera(free_body):
+    """Exact keypoints of the start's own pose seen by an off-centre crop camera: the linear least squares
+    of the placement has the true translation as an exact solution (residual zero), so it comes back to
+    float precision."""
+    from neuralfit.init.types import StartParams
+    from neuralfit.photo.start import place
+
+    start = StartParams(torch.tensor([[math.pi, 0.0, 0.0]]), torch.zeros(1, 69), torch.zeros(1, 10))
+    truth = torch.tensor([[0.3, 0.1, 4.5]])
+    f, pp = 700.0, np.array([60.0, 150.0])
     with torch.no_grad():
-        out = body(global_orient=torch.tensor(go, dtype=torch.float32)[None],
-                   transl=torch.tensor(transl, dtype=torch.float32)[None], full=False, lowres=True)
-        k3 = body.keypoints(out, joint_set)[0].numpy()
-    uv = k3[:, :2] / k3[:, 2:] * F_CROP + RES / 2
-    return np.concatenate([uv, np.ones((len(uv), 1))], 1)
+        out = free_body(global_orient=start.global_orient, transl=truth, full=False)
+        k3 = free_body.keypoints(out, "coco17")[0].numpy()
+    kp = np.concatenate([project_points(k3, f, pp), np.ones((17, 1))], 1).astype(np.float32)
+    t = place(free_body, start, kp, "coco17", f, pp, np.array([0, 0, RES, RES]))
+    assert torch.allclose(t, truth, atol=2e-3)
 
 
-def test_default_init_recovers_depth_and_position_of_a_mean_pose_body(free_body):
-    """A zero-pose body facing the camera: similar triangles on the torso give its depth up to the
-    torso's own depth relief (a few cm at 20+ m: < 1 %), and the hip centre lands on the detected one."""
-    truth = np.array([0.15, 0.1, 25.0])
-    kp = _project_body(free_body, [math.pi, 0, 0], truth)
-    go, pose, t = default_init(free_body, kp, "coco17", RES, F_CROP, np.array([50, 10, 170, 210.0]))
-    assert go.tolist() == pytest.approx([math.pi, 0, 0])
-    assert np.allclose(pose, 0)
-    assert t[2] == pytest.approx(truth[2], rel=0.01)
-    assert np.abs(t[:2] - truth[:2]).max() < 0.01 * truth[2] * 0.2
+def test_a_start_without_keypoints_fills_the_box(free_body):
+    from neuralfit.init.types import StartParams
+    from neuralfit.photo.start import place
 
-
-def test_default_init_without_keypoints_uses_the_box(free_body):
-    go, pose, t = default_init(free_body, None, None, RES, F_CROP, np.array([62.0, 12.0, 162.0, 212.0]))
-    assert t[2] == pytest.approx(F_CROP * 1.7 / 200.0, rel=0.05)
+    start = StartParams(torch.tensor([[math.pi, 0.0, 0.0]]), torch.zeros(1, 69), torch.zeros(1, 10))
+    t = place(free_body, start, None, None, 700.0, np.array([112.0, 112.0]), np.array([62.0, 12.0, 162.0, 212.0]))
+    assert float(t[0, 2]) == pytest.approx(700.0 * 1.7 / 200.0, rel=0.05)
 
 
 # --------------------------------------------------------------------------------------- fitting
@@ -159,7 +145,8 @@ def test_keypoints_method_fits_user_keypoints_and_writes_outputs(free_body, synt
     assert fwd[2] < 0
     folder = tmp_path / "out" / "image_0000"
     names = sorted(x.name for x in folder.iterdir())
-    assert names == ["fit.json", "mesh.obj", "overlay.png", "params.npz"]  # no occlusion map: no outlier process
+    # no occlusion map: no outlier process
+    assert names == ["fit.json", "mesh.glb", "mesh.obj", "overlay.png", "params.npz", "side.png"]
     d = np.load(folder / "params.npz")
     shapes = {k: d[k].shape for k in d.files}
     assert shapes["betas"] == (1, 10) and shapes["global_orient"] == (1, 3) and shapes["body_pose"] == (1, 69)
@@ -176,12 +163,13 @@ def test_keypoints_method_fits_user_keypoints_and_writes_outputs(free_body, synt
     assert info["settings"]["fit"]["keypoints_only"] is True
     assert set(info["timings_s"]) >= {"detect", "fit", "render"}
     assert info["assets"]["body"]["name"]
+    assert info["camera"]["source"] and np.allclose(info["camera"]["K"], d["K"])
     assert not [x for x in (tmp_path / "out").iterdir() if x.name.startswith(".")]  # no temp folders left
 
 
 def test_back_facing_keypoints_pick_the_second_hypothesis(free_body, tmp_path, monkeypatch):
-    """Keypoints of a body seen from behind: the default init (no network) faces the camera, so only the
-    180-degree second hypothesis can explain the swapped left/right sides."""
+    """Keypoints of a body seen from behind: the mean-pose start (no network, no 3D landmarks) faces the
+    camera, so only the 180-degree second hypothesis can explain the swapped left/right sides."""
     import neuralfit.pipeline as pl
     from neuralfit.detect import PersonKeypoints
 
@@ -198,7 +186,7 @@ def test_back_facing_keypoints_pick_the_second_hypothesis(free_body, tmp_path, m
     img = np.full((320, 256, 3), 120, np.uint8)
     r = fit_image(img, body=free_body, keypoints=[[PersonKeypoints("coco17", kp)]], method="keypoints",
                   config=FitImageConfig(fit=_few_iters(), write_overlay=False))
-    assert r.people[0].hypothesis == 1
+    assert r.people[0].hypothesis == 1 and r.people[0].start == "mean"
     from smplx.lbs import batch_rodrigues
 
     assert batch_rodrigues(torch.tensor(r.people[0].global_orient)[None])[0][2, 2] > 0  # faces away
@@ -225,13 +213,13 @@ def test_method_selection(free_body, tiny_assets, monkeypatch):
 
     monkeypatch.setattr(pl, "default_assets", lambda: (None, None))
     f = ImageFitter(free_body, prior=None)
-    assert f.method == "keypoints" and "no network" in f.method_reason
+    assert f.method == "keypoints" and f.net is None
     net, nm = tiny_assets
     assert ImageFitter(free_body, prior=None, network=net, neural_model=nm).method == "neural"
     monkeypatch.setattr(pl, "default_assets", lambda: (net, nm))  # as if shipped
     # Shipped assets: the network initialises a keypoints fit; the neural fit needs asking for.
     f = ImageFitter(free_body, prior=None)
-    assert f.method == "keypoints" and f.net is not None and "regressor" in f.method_reason
+    assert f.method == "keypoints" and f.net is not None and "auto" in f.method_reason
     assert ImageFitter(free_body, prior=None, neural_model=nm).method == "neural"
     f = ImageFitter(free_body, prior=None, config=FitImageConfig(method="neural"))
     assert f.method == "neural" and f.neural_model is not None
@@ -282,12 +270,12 @@ def test_crop_mask_resamples_the_person_mask_onto_the_feature_grid():
     """The detector's (H, W) person probability, cropped like the image and area-averaged to the
     feature map; pixels outside the photo are unknown (0.5), not background."""
     from neuralfit.data.crop import crop_transform
-    from neuralfit.pipeline import _crop_mask
+    from neuralfit.photo.people import crop_mask
 
     mask = np.zeros((200, 100), np.float32)
     mask[50:150, 25:75] = 1.0
     # A crop of side 400 px centred on the photo: the photo fills the middle quarter-width.
-    m = _crop_mask(mask, crop_transform(np.array([50.0, 100.0]), 400 / 200.0, 64), 64, 16)
+    m = crop_mask(mask, crop_transform(np.array([50.0, 100.0]), 400 / 200.0, 64), 64, 16)
     assert m.shape == (16, 16) and m.dtype == np.float32
     assert np.allclose(m[:, 0], 0.5) and np.allclose(m[0, :], 0.5)  # outside the photo
     assert np.allclose(m[8, 8], 1.0)  # the person
@@ -338,7 +326,7 @@ def test_keypoint_regressor_starts_from_the_detected_keypoints(free_body, synthe
     from neuralfit.data.crop import apply_affine, crop_transform
     from neuralfit.detect import PersonKeypoints
     from neuralfit.nets import MultiTaskNet, NetConfig, regress, save_network
-    from neuralfit.pipeline import _box_from_keypoints, crop_from_box
+    from neuralfit.photo.people import box_from_keypoints, crop_from_box
 
     torch.manual_seed(1)
     net = MultiTaskNet(NetConfig(input_res=64, feature_dim=16, pretrained=False, regressor_input="keypoints",
@@ -348,7 +336,7 @@ def test_keypoint_regressor_starts_from_the_detected_keypoints(free_body, synthe
     r = fit_image([img], tmp_path / "out", body=free_body, prior=None, network=tmp_path / "kpnet.pt",
                   method="regressor", keypoints=[[PersonKeypoints("coco17", kp)]])[0]
     assert r.ok
-    box = _box_from_keypoints(kp, img.shape[:2], 0.3)
+    box = box_from_keypoints(kp, img.shape[:2], 0.3)
     center, scale = crop_from_box(box)
     k = kp.copy()
     k[:, :2] = apply_affine(crop_transform(center, scale, 64), k[:, :2])
@@ -388,7 +376,7 @@ def test_failed_write_leaves_no_folder_and_keeps_the_old_one(free_body, tmp_path
     def boom(*a, **k):
         raise NeuralfitError("disk full (simulated)")
 
-    monkeypatch.setattr(mesh, "save_obj", boom)
+    monkeypatch.setattr(mesh, "save_mesh", boom)
     r = fit_image([img], tmp_path, **args)[0]
     assert r.status == "failed" and "simulated" in r.message
     assert sorted(x.name for x in (tmp_path / "image_0000").iterdir()) == before  # old result intact
@@ -447,9 +435,8 @@ def test_cli_fits_a_photo_with_a_coco_keypoint_file(tmp_path, monkeypatch, capsy
 
 
 def test_two_people_share_one_camera(free_body, tmp_path):
-    """Two people of different sizes in one photo (OpenPose BODY-25 file): one mesh each, and both
-    reproject onto their keypoints with the photo's single camera (the smaller person's crop focal
-    differs; the conversion moves them in depth to compensate)."""
+    """Two people at different depths in one photo (OpenPose BODY-25 file): one mesh each, and both
+    reproject onto their keypoints with the photo's single camera (each crop sees that camera)."""
 
     F, pp = 3000.0, np.array([200.0, 150.0])
     people = []
@@ -466,7 +453,7 @@ def test_two_people_share_one_camera(free_body, tmp_path):
                   config=FitImageConfig(fit=_few_iters(s1=30, s2=30), write_overlay=False))
     assert r.ok and len(r.people) == 2
     names = sorted(x.name for x in (tmp_path / "out" / "image_0000").iterdir())
-    assert names == ["fit.json", "mesh_0.obj", "mesh_1.obj", "params.npz"]
+    assert names == ["fit.json", "mesh.glb", "mesh_0.obj", "mesh_1.obj", "params.npz"]
     d = np.load(tmp_path / "out" / "image_0000" / "params.npz")
     assert d["transl"].shape == (2, 3) and d["bbox"].shape == (2, 4)
     for i, p in enumerate(r.people):

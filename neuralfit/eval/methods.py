@@ -53,12 +53,11 @@ def regressor_method(net, body, fast: bool = True) -> Method:
 
     def method(images: np.ndarray, samples: Sequence[EvalSample]) -> Prediction:
         if can_fast:
-            from neuralfit.nets.model import _as_image_batch
             from neuralfit.nets.rotations import matrix_to_axis_angle
 
             net.eval()
             with torch.no_grad():
-                x = _as_image_batch(images, res, net.device)
+                x = _image_batch(images, res, net.device)
                 skips, pooled = net.backbone(net.normalise(x))
                 if from_keypoints:
                     from neuralfit.nets.heads import decode_heatmaps
@@ -80,26 +79,32 @@ def regressor_method(net, body, fast: bool = True) -> Method:
     return method
 
 
-def fit_method(net, body, fitter) -> Method:
-    """A :class:`neuralfit.fitting.Fitter` run from the network's observations and regressor init.
+def fit_method(net, body, fitter, method: str) -> Method:
+    """A :class:`neuralfit.fitting.Fitter` run from the network's observations and regressor start.
 
-    The fitter's config decides the terms: ``keypoints_only=True`` gives the keypoints-only fit; with a
-    neural model and features the neural fit (its ``w_*`` / ``outlier`` fields give the ablations).
+    ``method`` ("keypoints" or "neural") picks the observations through
+    :func:`neuralfit.fitting.inputs.fit_batch`, the same function ``neuralfit fit`` uses; the fitter's
+    config (built with :func:`~neuralfit.fitting.inputs.method_config`) gives the weights and ablations.
     """
-    from neuralfit.fitting import FitBatch
+    from neuralfit.fitting.inputs import fit_batch, observations_from_prediction, start_from_prediction
     from neuralfit.nets import predict
 
-    def method(images: np.ndarray, samples: Sequence[EvalSample]) -> Prediction:
-        obs = predict(net, images)
-        batch = FitBatch(global_orient=obs["global_orient"], body_pose=obs["body_pose"], transl=obs["transl"],
-                         betas=obs["betas"], res=int(obs["res"]), features=obs["features"],
-                         part_probs=obs["part_probs"], keypoints=obs["keypoints"], joint_set=obs["joint_set"],
-                         focal=float(obs["focal"]))
+    def run(images: np.ndarray, samples: Sequence[EvalSample]) -> Prediction:
+        pred = predict(net, images)
+        batch = fit_batch(start_from_prediction(pred), observations_from_prediction(pred), method)
         r = fitter.fit(batch)
         params = {"global_orient": r.global_orient, "body_pose": r.body_pose, "betas": r.betas, "transl": r.transl}
-        return _joints(body, params, float(obs["focal"]), int(obs["res"]))
+        return _joints(body, params, float(pred["focal"]), int(pred["res"]))
 
-    return method
+    return run
+
+
+def _image_batch(images: np.ndarray, res: int, device: torch.device) -> torch.Tensor:
+    """uint8 (B, R, R, 3) RGB crops -> float (B, 3, R, R) in [0, 1] on ``device``."""
+    x = torch.as_tensor(np.asarray(images))
+    if x.ndim != 4 or tuple(x.shape[1:]) != (res, res, 3):
+        raise NeuralfitError(f"crops must be uint8 (B, {res}, {res}, 3) RGB, got {tuple(x.shape)}")
+    return (x.permute(0, 3, 1, 2).float() / 255.0).to(device)
 
 
 def build_methods(names: Sequence[str], network: str, body, neural_model: str | None = None,
@@ -113,10 +118,11 @@ def build_methods(names: Sequence[str], network: str, body, neural_model: str | 
         body: the body model the network was trained for (``neuralfit.body.load_body_model``).
         neural_model: neural mesh model (``neuralfit train gmm``); required for ``neural``.
         prior: pose prior spec for ``load_pose_prior`` ("default"), an already loaded prior, or None.
-        fit_overrides: FitConfig fields for the ``neural`` fit (ablations), e.g. ``{"w_partseg": 0}``.
+        fit_overrides: FitConfig fields for both fits (``--set``; ablations), e.g. ``{"w_partseg": 0}``.
         device: where the network and fitter run.
     """
     from neuralfit.fitting import FitConfig, Fitter
+    from neuralfit.fitting.inputs import method_config
     from neuralfit.nets import load_network
 
     bad = [n for n in names if n not in METHODS]
@@ -132,42 +138,24 @@ def build_methods(names: Sequence[str], network: str, body, neural_model: str | 
         if name == "regressor":
             out[name] = regressor_method(net, body)
         elif name == "keypoints":
-            fitter = Fitter(body, None, prior, FitConfig.occluded(keypoints_only=True), device=device)
-            out[name] = fit_method(net, body, fitter)
+            cfg = method_config(name, FitConfig.occluded(**(fit_overrides or {})))
+            out[name] = fit_method(net, body, Fitter(body, None, prior, cfg, device=device), name)
         else:
             if neural_model is None:
                 raise NeuralfitError("method 'neural' needs --neural-model (a model from `neuralfit train gmm`)")
             from neuralfit.neural import NeuralMeshModel
 
             nm = NeuralMeshModel.load(neural_model, body=body, device=device)
-            fitter = Fitter(body, nm, prior, FitConfig.occluded(**(fit_overrides or {})), device=device)
-            out[name] = fit_method(net, body, fitter)
+            cfg = method_config(name, FitConfig.occluded(**(fit_overrides or {})))
+            out[name] = fit_method(net, body, Fitter(body, nm, prior, cfg, device=device), name)
     return out
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    """``["w_partseg=0", "outlier=false"]`` -> FitConfig overrides, typed by the field's default."""
-    from dataclasses import fields
+    """``--set KEY=VALUE`` items -> FitConfig overrides (:func:`neuralfit.fitting.config.parse_settings`)."""
+    from neuralfit.fitting.config import parse_settings
 
-    from neuralfit.fitting import FitConfig
-
-    types = {f.name: type(f.default) for f in fields(FitConfig)}
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or key not in types:
-            raise NeuralfitError(f"--set {item!r}: expected KEY=VALUE with KEY a FitConfig field ({', '.join(types)})")
-        t = types[key]
-        if t is bool:
-            if value.lower() not in ("true", "false", "1", "0", "on", "off"):
-                raise NeuralfitError(f"--set {item!r}: expected true or false")
-            out[key] = value.lower() in ("true", "1", "on")
-        else:
-            try:
-                out[key] = t(value)
-            except ValueError:
-                raise NeuralfitError(f"--set {item!r}: expected a {t.__name__}") from None
-    return out
+    return parse_settings(items)
 
 
 def resolve_methods(names: Sequence[str], network: str | None, neural_model: str | None, body_spec: str = "free",

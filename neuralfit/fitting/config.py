@@ -3,7 +3,10 @@ optimised in stage 2 (measured on real photos: docs/fitting.md); ``FitConfig.see
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, fields, replace
+from typing import Any
 
 from neuralfit.errors import NeuralfitError
 
@@ -120,3 +123,38 @@ class FitConfig:
     def with_(self, **changes) -> FitConfig:
         """A copy with some fields changed."""
         return replace(self, **changes)
+
+    def with_settings(self, items: Sequence[str]) -> FitConfig:
+        """A copy with ``KEY=VALUE`` overrides applied (the ``--set`` option of fit / eval / refine)."""
+        return replace(self, **parse_settings(items))
+
+
+def parse_settings(items: Sequence[str]) -> dict[str, Any]:
+    """``["w_partseg=0", "outlier=false", "stage2_params=global_orient,body_pose"]`` -> typed FitConfig fields.
+
+    Values are typed by the field's default: booleans take true/false/1/0/on/off, tuples take comma-separated
+    names. Unknown keys and unparsable values are one-line errors naming the setting.
+    """
+    defaults = {f.name: getattr(FitConfig, f.name) for f in fields(FitConfig)}
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = str(item).partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or key not in defaults:
+            raise NeuralfitError(f"--set {item!r}: expected KEY=VALUE with KEY one of the fitter settings "
+                                 f"({', '.join(defaults)})")
+        kind = type(defaults[key])
+        if kind is bool:
+            if value.lower() not in ("true", "false", "1", "0", "on", "off"):
+                raise NeuralfitError(f"--set {item!r}: expected true or false")
+            out[key] = value.lower() in ("true", "1", "on")
+        elif kind is tuple:
+            out[key] = tuple(v.strip() for v in value.split(",") if v.strip())
+        else:
+            try:
+                out[key] = kind(value)
+            except ValueError:
+                raise NeuralfitError(f"--set {item!r}: expected a {kind.__name__}") from None
+            if kind is float and not math.isfinite(out[key]):
+                raise NeuralfitError(f"--set {item!r}: expected a finite number")
+    return out

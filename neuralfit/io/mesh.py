@@ -1,4 +1,5 @@
-"""Atomic mesh writers: Wavefront OBJ and binary PLY (with optional per-vertex colours)."""
+"""Atomic mesh writers through trimesh: Wavefront OBJ, binary PLY and glTF binary (GLB), optional
+per-vertex colours."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ import numpy as np
 
 from neuralfit.errors import NeuralfitError
 from neuralfit.io.atomic import atomic_path
+
+#: Mesh formats by file suffix.
+MESH_SUFFIXES = (".obj", ".ply", ".glb")
 
 
 def _check(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray | None) -> tuple:
@@ -27,57 +31,43 @@ def _check(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray | None) -
     return v, f, c
 
 
-def save_obj(
-    path: str | os.PathLike, vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray | None = None
-) -> None:
-    """Write an OBJ (1-based faces; colours, if given, as the common ``v x y z r g b`` extension)."""
-    v, f, c = _check(vertices, faces, colors)
-    lines = []
-    if c is None:
-        lines += [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in v]
-    else:
-        cf = c / 255.0
-        lines += [
-            f"v {x:.6f} {y:.6f} {z:.6f} {r:.4f} {g:.4f} {b:.4f}"
-            for (x, y, z), (r, g, b) in zip(v, cf, strict=True)
-        ]
-    lines += [f"f {a + 1} {b + 1} {d + 1}" for a, b, d in f]
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text("\n".join(lines) + "\n")
-
-
-def save_ply(
-    path: str | os.PathLike, vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray | None = None
-) -> None:
-    """Write a binary little-endian PLY with float32 vertices, optional uint8 RGB, int32 triangles."""
-    v, f, c = _check(vertices, faces, colors)
-    header = ["ply", "format binary_little_endian 1.0", f"element vertex {len(v)}",
-              "property float x", "property float y", "property float z"]  # fmt: skip
-    vfields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]
-    if c is not None:
-        header += ["property uchar red", "property uchar green", "property uchar blue"]
-        vfields += [("red", "u1"), ("green", "u1"), ("blue", "u1")]
-    header += [f"element face {len(f)}", "property list uchar int vertex_indices", "end_header"]
-    vert = np.zeros(len(v), dtype=vfields)
-    vert["x"], vert["y"], vert["z"] = v[:, 0], v[:, 1], v[:, 2]
-    if c is not None:
-        vert["red"], vert["green"], vert["blue"] = c[:, 0], c[:, 1], c[:, 2]
-    face = np.zeros(len(f), dtype=[("n", "u1"), ("i", "<i4", (3,))])
-    face["n"], face["i"] = 3, f
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        fh.write(("\n".join(header) + "\n").encode("ascii"))
-        fh.write(vert.tobytes())
-        fh.write(face.tobytes())
-
-
 def save_mesh(
     path: str | os.PathLike, vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray | None = None
 ) -> None:
-    """Pick the writer from the suffix (``.obj`` or ``.ply``)."""
+    """Write a triangle mesh; the format comes from the suffix (``.obj``, ``.ply`` or ``.glb``).
+
+    Vertex order and faces are kept as given (no merging or reordering), so vertex ``i`` of the file is
+    vertex ``i`` of the model. GLB stores the vertices in the file's frame: glTF viewers assume y up,
+    so a camera-frame (y down) body appears upside down there; :func:`camera_to_gltf` converts.
+    """
+    import trimesh
+
     suffix = Path(path).suffix.lower()
-    if suffix == ".obj":
-        save_obj(path, vertices, faces, colors)
-    elif suffix == ".ply":
-        save_ply(path, vertices, faces, colors)
-    else:
-        raise NeuralfitError(f"mesh output {path} has suffix {suffix!r}, expected .obj or .ply")
+    if suffix not in MESH_SUFFIXES:
+        raise NeuralfitError(f"mesh output {path} has suffix {suffix!r}, expected one of {', '.join(MESH_SUFFIXES)}")
+    v, f, c = _check(vertices, faces, colors)
+    mesh = trimesh.Trimesh(v, f, vertex_colors=c, process=False, validate=False)
+    with atomic_path(path) as tmp:
+        data = mesh.export(file_type=suffix[1:])
+        Path(tmp).write_bytes(data if isinstance(data, bytes) else data.encode())
+
+
+def save_obj(path: str | os.PathLike, vertices: np.ndarray, faces: np.ndarray,
+             colors: np.ndarray | None = None) -> None:
+    """Write an OBJ (see :func:`save_mesh`)."""
+    if Path(path).suffix.lower() != ".obj":
+        raise NeuralfitError(f"save_obj needs a .obj path, got {path}")
+    save_mesh(path, vertices, faces, colors)
+
+
+def save_ply(path: str | os.PathLike, vertices: np.ndarray, faces: np.ndarray,
+             colors: np.ndarray | None = None) -> None:
+    """Write a binary PLY (see :func:`save_mesh`)."""
+    if Path(path).suffix.lower() != ".ply":
+        raise NeuralfitError(f"save_ply needs a .ply path, got {path}")
+    save_mesh(path, vertices, faces, colors)
+
+
+def camera_to_gltf(vertices: np.ndarray) -> np.ndarray:
+    """OpenCV camera axes (x right, y down, z forward) -> glTF's (x right, y up, z toward the viewer)."""
+    return np.asarray(vertices) * np.array([1.0, -1.0, -1.0])

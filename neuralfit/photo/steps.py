@@ -1,0 +1,226 @@
+"""The steps of the photo path between detection and writing, one function each (typed in and out).
+
+``crop_people`` -> ``network_outputs`` -> ``start_people`` -> ``fit_all`` -> ``finish_image``; the
+orchestrator (:class:`neuralfit.pipeline.ImageFitter`) calls them in that order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from neuralfit.errors import NeuralfitError
+from neuralfit.init.types import StartParams
+from neuralfit.photo.people import Crop, Person, crop_from_box, crop_mask
+from neuralfit.photo.results import ImageFit, PersonFit
+from neuralfit.photo.start import PersonStart, StartInputs
+
+#: Feature-map stride of the network (the person mask is resampled to that grid).
+_FEATURE_STRIDE = 4
+
+
+@dataclass
+class PersonCrop:
+    """One person's SPIN crop and what was observed in it (crop pixels).
+
+    Attributes:
+        crop: centre, scale, res; keypoints: (J, 3) of ``joint_set`` or None; mask: (res/4, res/4) person
+        probability or None; focal, principal_point: the photo camera seen in the crop; box: (4,) the
+        person box; pixels: (res, res, 3) uint8 RGB or None (only kept when a network reads them).
+    """
+
+    crop: Crop
+    keypoints: np.ndarray | None
+    joint_set: str | None
+    mask: np.ndarray | None
+    focal: float
+    principal_point: np.ndarray
+    box: np.ndarray
+    pixels: np.ndarray | None = None
+
+
+@dataclass
+class FittedPerson:
+    """The fitter's answer for one person (crop camera = photo camera, so transl is metric in the photo)."""
+
+    global_orient: np.ndarray
+    body_pose: np.ndarray
+    betas: np.ndarray
+    transl: np.ndarray
+    joint_set: str | None
+    loss: float = float("nan")
+    terms: dict[str, float] = field(default_factory=dict)
+    hypothesis: int = 0
+    occlusion: np.ndarray | None = None
+    occlusion_fraction: float = 0.0
+
+
+def crop_people(pics: list, people: list[Person], results: list[ImageFit], res: int, padding: float,
+                keep_pixels: bool, mask_size: int | None = None) -> list[PersonCrop]:
+    """A SPIN crop per person with its keypoints, mask and camera (the photo's, seen in the crop)."""
+    from neuralfit.data.crop import apply_affine, warp
+    from neuralfit.render.camera import crop_camera_from_photo
+
+    size = mask_size or res // _FEATURE_STRIDE
+    out = []
+    for p in people:
+        center, scale = crop_from_box(p.bbox, padding)
+        crop = Crop(center, scale, res)
+        aff = crop.affine()
+        r = results[p.image_index]
+        f, pp = crop_camera_from_photo(r.focal_length, r.principal_point, center, scale, res)
+        kp = None
+        if p.keypoints is not None:
+            kp = p.keypoints.copy()
+            kp[:, :2] = apply_affine(aff, kp[:, :2])
+        box = apply_affine(aff, np.array([[p.bbox[0], p.bbox[1]], [p.bbox[2], p.bbox[3]]])).reshape(-1)
+        mask = None if p.mask is None else crop_mask(p.mask, aff, res, size)
+        pixels = warp(pics[p.image_index], aff, res) if keep_pixels else None
+        out.append(PersonCrop(crop, kp, p.joint_set if kp is not None else None, mask, f, pp, box, pixels))
+    return out
+
+
+def network_outputs(net, crops: list[PersonCrop], people: list[Person], method: str, init: str) -> Any:
+    """The network's prediction for the crops when something will read it, else None.
+
+    Read by: the neural method (features, parts), ``--init network``, people without detected keypoints
+    (heatmap keypoints), and an image regressor standing in for a missing mediapipe3d / lifter start.
+    """
+    if net is None:
+        return None
+    image_regressor = getattr(net.config, "regressor_input", "image") != "keypoints"
+    no_3d = any(p.world_landmarks is None for p in people) or init != "mediapipe3d"
+    need = method == "neural" or init == "network" or any(c.keypoints is None for c in crops) or \
+        (image_regressor and no_3d)
+    if not need:
+        return None
+    from neuralfit.nets import predict
+
+    return predict(net, np.stack([c.pixels for c in crops]))
+
+
+def start_people(init: str, crops: list[PersonCrop], people: list[Person], image_names: list[str | None],
+                 body, prior, net, pred) -> list[PersonStart]:
+    """Each person's start placed in their crop camera (:func:`neuralfit.photo.start.start_people`)."""
+    from neuralfit.photo import start
+
+    inputs = StartInputs(
+        keypoints=[_keypoints_of(c, pred, j)[0] for j, c in enumerate(crops)],
+        joint_sets=[_keypoints_of(c, pred, j)[1] for j, c in enumerate(crops)],
+        world_landmarks=[p.world_landmarks for p in people], image_names=image_names,
+        focal=np.array([c.focal for c in crops]), principal_point=np.stack([c.principal_point for c in crops]),
+        boxes=np.stack([c.box for c in crops]), prediction=pred)
+    return start.start_people(init, inputs, body, prior=prior, net=net)
+
+
+def _keypoints_of(c: PersonCrop, pred, j: int) -> tuple[np.ndarray | None, str | None]:
+    """The detected keypoints, else the network's heatmap keypoints, else none."""
+    if c.keypoints is not None:
+        return c.keypoints, c.joint_set
+    if pred is not None:
+        return pred["keypoints"][j].float().cpu().numpy(), pred["joint_set"]
+    return None, None
+
+
+def fit_all(method: str, crops: list[PersonCrop], starts: list[PersonStart], pred, body, neural_model, prior,
+            config, device: str) -> list[FittedPerson]:
+    """Fit everyone: one batch per (joint set, needs a second hypothesis), through ``fit_batch``."""
+    from neuralfit.fitting import Fitter
+    from neuralfit.fitting.inputs import Observations, fit_batch
+
+    kps = [_keypoints_of(c, pred, j) for j, c in enumerate(crops)]
+    if method == "regressor":
+        return [_fitted_from_start(s, kps[j][1]) for j, s in enumerate(starts)]
+    groups: dict[tuple[str | None, bool], list[int]] = {}
+    for j, s in enumerate(starts):
+        groups.setdefault((kps[j][1], s.knows_facing), []).append(j)
+    out: list[FittedPerson | None] = [None] * len(crops)
+    for (joint_set, knows_facing), members in groups.items():
+        if joint_set is None and method == "keypoints":
+            raise NeuralfitError("the keypoints method needs 2D keypoints (mediapipe found none and no --keypoints "
+                                 "file was given)")
+        sel = torch.tensor(members)
+        keypoints = None if joint_set is None else torch.tensor(np.stack([kps[j][0] for j in members]),
+                                                                dtype=torch.float32)
+        obs = Observations(res=crops[members[0]].crop.res, keypoints=keypoints, joint_set=joint_set or "smpl24",
+                           focal=torch.tensor([crops[j].focal for j in members], dtype=torch.float32),
+                           principal_point=torch.tensor(np.stack([crops[j].principal_point for j in members]),
+                                                        dtype=torch.float32))
+        if method == "neural":
+            obs.features, obs.part_probs = pred["features"][sel], pred["part_probs"][sel]
+            if any(crops[j].mask is not None for j in members):
+                # A person without a mask (user keypoints) gets 0.5 everywhere: no evidence either way.
+                size = int(obs.features.shape[-1])
+                obs.mask = torch.tensor(np.stack([crops[j].mask if crops[j].mask is not None else
+                                                  np.full((size, size), 0.5, np.float32) for j in members]))
+        start = StartParams.cat([starts[j].params for j in members])
+        cfg = config if knows_facing else config.with_(second_hypothesis=True)
+        fitter = Fitter(body, neural_model if method == "neural" else None, prior, cfg, device=device)
+        res = fitter.fit(fit_batch(start, obs, method))
+        for b, j in enumerate(members):
+            out[j] = FittedPerson(
+                res.global_orient[b].cpu().numpy(), res.body_pose[b].cpu().numpy(), res.betas[b].cpu().numpy(),
+                res.transl[b].cpu().numpy(), joint_set, float(res.loss[b]),
+                {k: float(v[b]) for k, v in res.terms.items()},
+                int(res.hypothesis[b]) if res.hypothesis is not None else 0,
+                None if res.occlusion is None else res.occlusion[b].float().cpu().numpy(),
+                float(res.occlusion_fraction[b]) if res.occlusion_fraction is not None else 0.0)
+    return out  # type: ignore[return-value]
+
+
+def _fitted_from_start(s: PersonStart, joint_set: str | None) -> FittedPerson:
+    p = s.params
+    return FittedPerson(p.global_orient[0].numpy(), p.body_pose[0].numpy(), p.betas[0].numpy(),
+                        p.transl[0].numpy(), joint_set)
+
+
+def finish_image(pic: np.ndarray, r: ImageFit, people: list[Person], crops: list[PersonCrop],
+                 fitted: list[FittedPerson], starts: list[PersonStart], body, render: bool) -> None:
+    """Bodies in the photo camera (meshes, joints, projected keypoints), the occlusion map warped back
+    onto the photo, and the overlay and side pictures."""
+    import cv2
+
+    from neuralfit.photo.outputs import project_points, side_view
+
+    h, w = pic.shape[:2]
+    F, pp = r.focal_length, np.asarray(r.principal_point)
+    occ_img = np.zeros((h, w), np.float32) if any(f.occlusion is not None for f in fitted) else None
+    dev = body.faces.device
+    for p, c, fit, s in zip(people, crops, fitted, starts, strict=True):
+        def t(a):
+            return torch.as_tensor(a, dtype=torch.float32, device=dev)[None]
+
+        with torch.no_grad():
+            posed = body(betas=t(fit.betas), global_orient=t(fit.global_orient), body_pose=t(fit.body_pose),
+                         transl=t(fit.transl))
+            k3 = body.keypoints(posed, p.joint_set)[0].cpu().numpy() if p.keypoints is not None else None
+        kp_fit = None
+        if k3 is not None:
+            kp_fit = project_points(k3.astype(np.float64), F, pp)
+            kp_fit[~body.keypoint_sets[p.joint_set].valid.cpu().numpy()] = np.nan  # keypoints this body lacks
+        r.people.append(PersonFit(
+            betas=fit.betas, global_orient=fit.global_orient, body_pose=fit.body_pose,
+            transl=fit.transl.astype(np.float32), joints3d=posed.joints[0].cpu().numpy().astype(np.float32),
+            vertices=posed.vertices[0].cpu().numpy().astype(np.float32), bbox=p.bbox, center=c.crop.center,
+            scale=float(c.crop.scale), keypoints=p.keypoints, joint_set=p.joint_set if p.keypoints is not None
+            else None, keypoints_fit=kp_fit, loss=fit.loss, terms=fit.terms, hypothesis=fit.hypothesis,
+            occlusion_fraction=fit.occlusion_fraction, start=s.source, occlusion=fit.occlusion))
+        if fit.occlusion is not None and occ_img is not None:
+            m = fit.occlusion
+            aff = c.crop.affine(m.shape[0])  # photo -> occlusion-map coordinates
+            # warpAffine works on pixel indices whose centres are at index + 0.5 in both images.
+            aff[:, 2] += 0.5 * aff[:, :2].sum(1) - 0.5
+            back = cv2.warpAffine(m.astype(np.float32), aff, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                  borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            occ_img = np.maximum(occ_img, back)
+    r.occlusion = occ_img
+    if render:
+        from neuralfit.io.images import render_people
+
+        faces = body.faces.cpu().numpy()
+        r.overlay, r.body_mask = render_people(pic, [q.vertices for q in r.people], faces, F, (pp[0], pp[1]))
+        r.side = side_view(r, faces)
+    r.photo = pic
