@@ -45,7 +45,7 @@ EXIT_SOME_FAILED = 3
                    "Falls back to the next available start per person (fit.json says which ran).")
 @click.option("--focal", type=float, default=None,
               help="The photos' focal length in pixels (default: EXIF, else the image diagonal).")
-@click.option("--fov", type=float, default=None, help="The photos' field of view in degrees (longer side).")
+@click.option("--fov", type=float, default=None, help="The photos' horizontal field of view in degrees (instead of --focal).")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
               help="Fitter setting (a FitConfig field, docs/fitting.md), e.g. --set stage2_iters=40 "
                    "--set min_keypoint_confidence=0.3. Repeatable.")

@@ -55,8 +55,8 @@ class FitImageConfig:
         method: "neural", "keypoints", "regressor", or None = "neural" when the caller passes a neural
             model (and a network is given or shipped), else "keypoints".
         init: where fits start: "mediapipe3d", "lifter", "network" or a FILE.npz (``neuralfit.photo.start``).
-        focal, fov: the photo camera's focal in pixels or horizontal-or-vertical field of view in degrees
-            (the longer side); None = EXIF, else focal = image diagonal.
+        focal, fov: the photo camera's focal in pixels, or its horizontal field of view in degrees;
+            None = EXIF, else focal = image diagonal (``neuralfit.init.photo_intrinsics``).
         res: crop size in pixels when no network fixes it (a network uses its checkpoint's input_res).
         box_padding: crop side = ``box_padding`` x the longer side of the person box (SPIN: 1.2).
         batch_size: photos per chunk (all people of a chunk are fitted together).
@@ -260,8 +260,8 @@ class ImageFitter:
 
     def _fit_chunk(self, images, keypoints, bboxes, indices, stems_used) -> list[ImageFit]:
         """Read, detect and set up the camera of each photo, then fit all their people together."""
+        from neuralfit.init import photo_intrinsics
         from neuralfit.io.images import check_image_array, read_image
-        from neuralfit.photo.camera import photo_camera
 
         results: list[ImageFit] = []
         pics: list[np.ndarray | None] = []
@@ -281,7 +281,8 @@ class ImageFitter:
                 continue
             pics.append(pic)
             r.image_size = pic.shape[:2]
-            cam = photo_camera(r.image_size, image if is_path else None, self.config.focal, self.config.fov, self.K)
+            cam = photo_intrinsics(r.image_size, image if is_path else None, focal=self.config.focal,
+                                   fov=self.config.fov, K=self.K)
             r.focal_length, r.principal_point = float(cam.focal), np.asarray(cam.principal_point, np.float64)
             r.camera_source, r.camera_warnings = cam.source, list(cam.warnings)
             found = find_people(self._get_detector, pic, kp, box, len(results) - 1, self.net is not None)
@@ -384,7 +385,7 @@ def fit_image(
         bbox: "x0,y0,x1,y1" or (4,) array for every image, or a list with one per image.
         method: "neural", "keypoints", "regressor", or None (auto: neural when a neural model is passed).
         init: "mediapipe3d" (default), "lifter", "network" or a FILE.npz of regressor outputs.
-        focal: the photos' focal length in pixels; fov: their field of view in degrees (longer side);
+        focal: the photos' focal length in pixels; fov: their horizontal field of view in degrees;
             K: a full (3, 3) intrinsic matrix. None: EXIF, else focal = image diagonal.
         device: "cpu" or "cuda".
         config: :class:`FitImageConfig` (``method``, ``init``, ``focal``, ``fov`` here override it).

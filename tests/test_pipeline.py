@@ -465,3 +465,44 @@ def test_two_people_share_one_camera(free_body, tmp_path):
         uv = project_points(k3, float(d["focal_length"]), d["principal_point"])
         size = max(p.bbox[2] - p.bbox[0], p.bbox[3] - p.bbox[1])
         assert np.median(np.linalg.norm(uv[ok] - p.keypoints[ok, :2], axis=1)) < 0.05 * size
+
+
+# --------------------------------------------------------------------------------------- photo camera
+def test_a_known_camera_gives_back_the_depth(free_body, synthetic_photo, monkeypatch):
+    """The synthetic photo's body stands 30 m from a 2500-px camera. Fitted with that focal from the
+    mean-pose start (no network: betas stay at the true zeros), its depth comes back within 3 %: the
+    keypoints are the body's own, so only the pose prior's pull and the fit's residual pose error
+    separate it from the truth, and depth error is relative size error. With a 10x shorter focal the
+    same pixels mean a body ~10x closer: the fit really runs in the photo's camera."""
+    import neuralfit.pipeline as pl
+    from neuralfit.detect import PersonKeypoints
+
+    monkeypatch.setattr(pl, "default_assets", lambda: (None, None))
+    img, kp, _, _ = synthetic_photo
+    args = dict(body=free_body, keypoints=[[PersonKeypoints("coco17", kp)]], method="keypoints",
+                config=FitImageConfig(fit=_few_iters(s1=30, s2=30), write_overlay=False))
+    r = fit_image(img, focal=2500.0, **args)
+    assert r.camera_source == "--focal" and r.focal_length == 2500.0
+    assert float(r.people[0].transl[2]) == pytest.approx(30.0, rel=0.03)
+    near = fit_image(img, focal=250.0, **args)
+    assert float(near.people[0].transl[2]) == pytest.approx(3.0, rel=0.1)
+
+
+@pytest.mark.parametrize(("flags", "needle"), [
+    (["--focal", "0"], "--focal"), (["--focal", "-3"], "--focal"), (["--focal", "nan"], "--focal"),
+    (["--fov", "500"], "--fov"), (["--fov", "0"], "--fov"), (["--focal", "900", "--fov", "50"], "not both"),
+    (["--init", "sideways"], "--init"), (["--set", "stage2_iters=lots"], "--set"),
+])
+def test_cli_camera_and_start_options_are_one_line_errors(tmp_path, monkeypatch, capsys, flags, needle):
+    (tmp_path / "a.png").write_text("x")
+    code, err = _run_cli(monkeypatch, capsys, tmp_path / "a.png", "--out", tmp_path / "o", *flags)
+    assert code == 1 and needle in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_init_file_with_wrong_keys_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    np.savez(tmp_path / "init.npz", poses=np.zeros((2, 72)))
+    (tmp_path / "a.png").write_text("x")
+    code, err = _run_cli(monkeypatch, capsys, tmp_path / "a.png", "--out", tmp_path / "o", "--init",
+                         tmp_path / "init.npz")
+    assert code == 1 and "init.npz" in err and len(err.strip().splitlines()) == 1, err

@@ -42,8 +42,11 @@ def check_init(init: str) -> str:
     if init in INITS:
         return init
     if str(init).endswith(".npz"):
+        from neuralfit.init import load_init_npz
+
         if not Path(init).is_file():
             raise NeuralfitError(f"--init {init}: file not found")
+        load_init_npz(init)  # wrong keys or shapes fail here, before any model is loaded
         return str(init)
     raise NeuralfitError(f"--init {init!r}: expected mediapipe3d, lifter, network or FILE.npz")
 
@@ -144,52 +147,34 @@ def _from_lifter(net, body, inputs: StartInputs, raw: list) -> None:
 
 
 def _from_file(path: str, inputs: StartInputs, raw: list) -> None:
+    """Rows of the file for each photo, in order: the k-th person of a photo gets its k-th row."""
     from neuralfit.init import load_init_npz
 
     table = load_init_npz(path)
+    used: dict[str, int] = {}
     for j, name in enumerate(inputs.image_names):
-        sp = table.lookup(name) if name is not None else None
-        if sp is not None:
-            raw[j] = (sp, f"file {os.path.basename(path)}", True)
+        if name is None:
+            continue
+        rows = table.lookup(name)
+        k = used.get(name, 0)
+        used[name] = k + 1
+        if k < len(rows):
+            raw[j] = (rows[k], f"file {os.path.basename(path)}", True)
 
 
 def place(body, start: StartParams, keypoints: np.ndarray | None, joint_set: str | None, focal: float,
           principal_point: np.ndarray, box: np.ndarray) -> torch.Tensor:
-    """(1, 3) translation putting the posed start on the keypoints in a crop camera (``focal``, ``principal_point``).
+    """(1, 3) translation putting the posed start on the keypoints in a crop camera (``focal``,
+    ``principal_point``), by :func:`neuralfit.init.place_in_camera`; without keypoints its fallback
+    makes the body's height fill the box."""
+    from neuralfit.init import place_in_camera
 
-    Without keypoints, a 1.7 m tall body fills the box height, centred on the box.
-    """
-    try:
-        from neuralfit.init import place_in_camera
-    except ImportError:  # until neuralfit.init ships it
-        place_in_camera = _place_in_camera
-
-    if keypoints is not None and joint_set is not None and (keypoints[:, 2] > 0).sum() >= 2:
-        kp = torch.as_tensor(keypoints, dtype=torch.float32)[None]
-        return place_in_camera(body, start, kp, joint_set, focal, np.asarray(principal_point, np.float64)).cpu()
-    z = focal * 1.7 / max(float(box[3] - box[1]), 1.0)
-    cx, cy = (box[0] + box[2]) / 2.0 - principal_point[0], (box[1] + box[3]) / 2.0 - principal_point[1]
-    with torch.no_grad():
-        dev = body.faces.device
-        pelvis = body(betas=start.betas.to(dev), global_orient=start.global_orient.to(dev),
-                      body_pose=start.body_pose.to(dev), full=False).joints[0, 0].cpu()
-    return (torch.tensor([[cx * z / focal, cy * z / focal, z]]) - pelvis[None]).float()
-
-
-def _place_in_camera(body, start: StartParams, keypoints: torch.Tensor, joint_set: str, focal: float,
-                     principal_point) -> torch.Tensor:
-    """Weighted linear least squares for t: ``f (X + t_x) = (u - c_u) (Z + t_z)`` (and the same for v)."""
+    if keypoints is None or joint_set is None:
+        joint_set = "coco17"  # any set: all confidences 0, so only the box counts
+        keypoints = np.zeros((len(body.keypoint_sets[joint_set]), 3), np.float32)
     dev = body.faces.device
-    with torch.no_grad():
-        posed = body(betas=start.betas.to(dev), global_orient=start.global_orient.to(dev),
-                     body_pose=start.body_pose.to(dev), full=False)
-        X = body.keypoints(posed, joint_set)[0].double().cpu()
-    valid = body.keypoint_sets[joint_set].valid.cpu()
-    kp = keypoints[0].double()
-    w = (kp[:, 2].clamp(min=0) * valid).sqrt()
-    du, dv = kp[:, 0] - float(principal_point[0]), kp[:, 1] - float(principal_point[1])
-    zero = torch.zeros_like(du)
-    A = torch.cat([torch.stack([torch.full_like(du, focal), zero, -du], -1),
-                   torch.stack([zero, torch.full_like(dv, focal), -dv], -1)]) * torch.cat([w, w])[:, None]
-    b = torch.cat([du * X[:, 2] - focal * X[:, 0], dv * X[:, 2] - focal * X[:, 1]]) * torch.cat([w, w])
-    return torch.linalg.lstsq(A, b[:, None]).solution.T.float()
+    sp = StartParams(*(t.to(dev) for t in (start.global_orient, start.body_pose, start.betas)))
+    kp = torch.as_tensor(np.asarray(keypoints), dtype=torch.float32, device=dev)[None]
+    pp = torch.as_tensor(np.asarray(principal_point), dtype=torch.float32, device=dev)[None]
+    bbox = torch.as_tensor(np.asarray(box), dtype=torch.float32, device=dev)[None]
+    return place_in_camera(body, sp, kp, joint_set, float(focal), pp, bbox=bbox).float().cpu()
