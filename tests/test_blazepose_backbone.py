@@ -146,3 +146,44 @@ def test_network_checkpoint_holds_no_trunk_weights(tmp_path) -> None:
     with torch.no_grad():
         a, b = net(net.normalise(x)), again(again.normalise(x))
     assert (a["part_logits"] - b["part_logits"]).abs().max() < 0.05  # fp16 storage
+
+
+def _have_port() -> bool:
+    import importlib.util
+
+    return _have_trunk() and importlib.util.find_spec("tflite") is not None
+
+
+@pytest.mark.skipif(not _have_port(), reason="needs the trunk, ai-edge-litert and tflite")
+def test_torch_port_matches_the_interpreter_tensor_by_tensor(backbone: bp.BlazePoseGHUMBackbone) -> None:
+    from neuralfit.nets.blazepose_port import GHUMTorchPort
+
+    port = GHUMTorchPort(bp.default_model_path())
+    x = _photo_like(2, 256, seed=4)
+    ref = backbone.trunk_levels(x)  # the interpreter
+    # every 4D activation of the trunk, decoder and heatmap head (maps of 64 x 64 and smaller), one image;
+    # the segmentation branch (128 and 256 px, unused here) is left out
+    names = [n for i, n in enumerate(port.tensor_names)
+             if len(port.tensor_shapes[i]) == 4 and i not in port.consts and i != port.input_id
+             and port.tensor_shapes[i][1] <= 64]
+    with torch.no_grad():
+        mine = port(x[:1], keep=names)
+    backbone.trunk._open()
+    interp = backbone.trunk._interp
+    interp.set_tensor(backbone.trunk._input_id, x[:1].permute(0, 2, 3, 1).numpy().copy())
+    interp.invoke()
+    checked, worst = 0, 0.0
+    for name, t in mine.items():
+        want = interp.get_tensor(port.tensor_names.index(name))
+        got = t.permute(0, 2, 3, 1).numpy()
+        rel = float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-3))
+        worst = max(worst, rel)
+        # fp32 with another summation order (XNNPACK); a wrong padding, stride or layout gives errors O(1)
+        assert rel <= 1e-3, name
+        checked += 1
+    print(f"port vs interpreter: {checked} tensors, worst max-error / range {worst:.2e}")
+    assert checked > 100
+    # and the backbone's levels through the port engine, batched
+    torch_bb = bp.BlazePoseGHUMBackbone(engine="torch")
+    for a, b in zip(torch_bb.trunk_levels(x), ref, strict=True):
+        assert (a - b).abs().max() <= 3e-3 * b.abs().max()

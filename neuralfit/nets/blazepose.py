@@ -6,9 +6,10 @@ the installed mediapipe wheel at first use and run by the LiteRT interpreter (``
 downloaded and none of its weights are ever copied into a neuralfit checkpoint: a network with this
 backbone stores only its own decoder / heads and the per-channel standardisation below.
 
-Why the interpreter and not a PyTorch port: measured on this machine, one 256 x 256 crop takes ~17 ms on
-one thread with all tensors kept, the whole network stays inside the 60 ms budget, and the trunk is never
-trained (its features are cached for head training), so a port's batching and autograd buy nothing on CPU.
+Two engines run the same graph: the LiteRT interpreter (CPU, ~17 ms per crop on one idle thread with all
+tensors kept) and a PyTorch port (:mod:`neuralfit.nets.blazepose_port`, weights read from the same file,
+matched against the interpreter tensor by tensor; ~2.5x the CPU time, but it batches and runs wherever its
+input is). ``engine="auto"`` uses the interpreter for CPU inputs and the port for any other device.
 
 Levels (on GHUM's 256 x 256 input, NHWC in the file, NCHW here):
 
@@ -190,6 +191,7 @@ class BlazePoseGHUMBackbone(nn.Module):
     Args:
         weights: path of the ``.tflite`` trunk (``None`` = mediapipe's); never a torch file.
         num_threads: interpreter threads (default: torch's).
+        engine: ``"auto"`` (interpreter on CPU, PyTorch port elsewhere), ``"interpreter"`` or ``"torch"``.
 
     ``forward(x)``: (B, 3, R, R) RGB in [0, 1], R a multiple of 32 -> (skips, pooled (B, 144)).
     :meth:`feed` hands precomputed trunk levels (from :meth:`trunk_levels`) to the next ``forward``,
@@ -199,10 +201,14 @@ class BlazePoseGHUMBackbone(nn.Module):
     channels = GHUM_CHANNELS
     pooled_channels = 144
 
-    def __init__(self, weights: str | None = None, num_threads: int | None = None):
+    def __init__(self, weights: str | None = None, num_threads: int | None = None, engine: str = "auto"):
         super().__init__()
+        if engine not in ("auto", "interpreter", "torch"):
+            raise NeuralfitError(f"GHUM engine must be 'auto', 'interpreter' or 'torch', got {engine!r}")
+        self.engine = engine
         self.trunk = GHUMTrunk(GHUMTrunkConfig(model_path=weights, num_threads=num_threads))
-        if not interpreter_available():
+        self._port: Any = None
+        if engine != "torch" and not interpreter_available():
             raise NeuralfitError(f"the BlazePose GHUM backbone needs the LiteRT interpreter: {_INTERPRETER_HINT}")
         for k, (_, _, ch) in enumerate(GHUM_LEVELS):
             self.register_buffer(f"level{k}_mean", torch.zeros(ch))
@@ -214,6 +220,7 @@ class BlazePoseGHUMBackbone(nn.Module):
         state = self.__dict__.copy()
         state["trunk"] = GHUMTrunk(self.trunk.config)
         state["_fed"] = None
+        state["_port"] = None
         return state
 
     def stages(self) -> list[nn.Module]:
@@ -230,10 +237,20 @@ class BlazePoseGHUMBackbone(nn.Module):
         if (res_h, res_w) != (GHUM_RES, GHUM_RES):
             g = F.interpolate(g, size=(GHUM_RES, GHUM_RES), mode="bilinear", align_corners=False,
                               antialias=res_h > GHUM_RES)
-        nhwc = g.clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
+        g = g.clamp(0, 1)
+        if self.engine == "torch" or (self.engine == "auto" and x.device.type != "cpu"):
+            if self._port is None:
+                from neuralfit.nets.blazepose_port import GHUMTorchPort
+
+                self._port = GHUMTorchPort(self.trunk.path)
+            got = self._port(g, keep=[name for _, name, _ in GHUM_LEVELS])
+            raw = [got[name] for _, name, _ in GHUM_LEVELS]
+        else:
+            nhwc = g.permute(0, 2, 3, 1).cpu().numpy()
+            raw = [torch.from_numpy(arr).permute(0, 3, 1, 2) for arr in self.trunk(nhwc)]
         levels = []
-        for (stride, _, _), arr in zip(GHUM_LEVELS, self.trunk(nhwc), strict=True):
-            t = torch.from_numpy(arr).permute(0, 3, 1, 2).to(x.device)
+        for (stride, _, _), t in zip(GHUM_LEVELS, raw, strict=True):
+            t = t.to(x.device)
             size = (res_h // stride, res_w // stride)
             if tuple(t.shape[-2:]) != size:  # back onto the crop's own stride grid (same square, pixel centres)
                 t = F.interpolate(t, size=size, mode="bilinear", align_corners=False)
