@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import click
-from neuralfit.cli.options import check_out_file, device_option
+from neuralfit.cli.options import check_out_file, device_option, quiet_option, threads_option, torch_threads
 
 
 @click.command()
@@ -12,11 +12,12 @@ from neuralfit.cli.options import check_out_file, device_option
               help="Folder the npz's imgname entries are relative to.")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Refined .npz (written atomically).")
 @click.option("--method", type=click.Choice(["keypoints", "neural"]), default="keypoints", show_default=True,
-              help="keypoints: SMPLify-style (npz keypoints + priors); neural: NeuralSMPL (needs --network and "
-                   "--neural-model).")
-@click.option("--network", type=click.Path(dir_okay=False), default=None, help="Multi-task network checkpoint.")
+              help="keypoints: SMPLify-style (npz keypoints + priors); neural: NeuralSMPL (network features, "
+                   "parts, keypoints + priors).")
+@click.option("--network", type=click.Path(dir_okay=False), default=None,
+              help="Multi-task network checkpoint for the neural method (default: the shipped one).")
 @click.option("--neural-model", "neural_model", type=click.Path(dir_okay=False), default=None,
-              help="Neural mesh model (.pt).")
+              help="Neural mesh model .pt for the neural method (default: the shipped one).")
 @click.option("--keypoints", type=click.Choice(["auto", "part", "openpose", "none"]), default="auto",
               show_default=True, help="Which npz keypoints to fit (part = spin24, openpose = BODY-25).")
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Crops fitted at once.")
@@ -30,25 +31,24 @@ from neuralfit.cli.options import check_out_file, device_option
               help="Pose prior: 'default', a VPoser folder/checkpoint, or 'none'.")
 @click.option("--res", type=int, default=224, show_default=True,
               help="Crop resolution of the camera model (keypoints method; the network's own otherwise).")
-@click.option("--lr", type=float, default=None, help="Adam learning rate [0.02, the seed's occluded preset].")
-@click.option("--clean", is_flag=True, help="Seed preset for unoccluded images (lr 0.002).")
-@click.option("--second-hypothesis", is_flag=True, help="Also try the body rotated 180 deg about the vertical.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--clean", is_flag=True, help="Seed preset for unoccluded images (lr 0.002 instead of 0.02).")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
+              help="Fitter setting (a FitConfig field, docs/fitting.md), e.g. --set lr=0.01 "
+                   "--set second_hypothesis=true. Repeatable; applied after --clean.")
+@threads_option
+@quiet_option
 def refine(init: str, images: str, out: str, method: str, network: str | None, neural_model: str | None,
            keypoints: str, batch_size: int, resume: bool, shard: str | None, device: str, body_spec: str,
-           prior_spec: str, res: int, lr: float | None, clean: bool, second_hypothesis: bool, quiet: bool) -> None:
+           prior_spec: str, res: int, clean: bool, settings: tuple[str, ...], threads: int, quiet: bool) -> None:
     """Refine the SMPL estimates in INIT (.npz with imgname, center, scale, pose, shape [, cam, part, openpose])."""
     from neuralfit.fitting.config import FitConfig
-    from neuralfit.fitting.refine import RefineOptions, parse_shard, refine_npz
+    from neuralfit.refine import RefineOptions, parse_shard, refine_npz
 
     check_out_file(out)  # OUT and OUT.partial/ go next to each other: refuse an unwritable folder first
-    fit = FitConfig.clean() if clean else FitConfig.occluded()
-    if lr is not None:
-        fit = fit.with_(lr=lr)
-    if second_hypothesis:
-        fit = fit.with_(second_hypothesis=True)
+    fit = (FitConfig.clean() if clean else FitConfig.occluded()).with_settings(settings)
     options = RefineOptions(method=method, batch_size=batch_size, res=res, keypoints=keypoints, body=body_spec,
                             prior=prior_spec, network=network, neural_model=neural_model, device=device, fit=fit)
-    summary = refine_npz(init, images, out, options, resume=resume,
-                         shard=parse_shard(shard) if shard else None, progress=not quiet)
+    with torch_threads(threads):
+        summary = refine_npz(init, images, out, options, resume=resume,
+                             shard=parse_shard(shard) if shard else None, progress=not quiet)
     click.echo(f"refined {summary.rows} rows -> {summary.out}")

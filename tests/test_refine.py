@@ -12,7 +12,7 @@ from fitting_scenes import mocap_poses
 
 from neuralfit.errors import NeuralfitError
 from neuralfit.fitting import FitBody, FitConfig
-from neuralfit.fitting.refine import (
+from neuralfit.refine import (
     RefineOptions,
     crop_keypoints,
     load_init,
@@ -141,8 +141,9 @@ def test_bad_inputs_write_nothing(dataset, tmp_path):
     np.savez(tmp_path / "nokp.npz", **nokp)
     with pytest.raises(NeuralfitError, match="no keypoints"):
         refine_npz(tmp_path / "nokp.npz", root / "images", out, _opts(), progress=False)
-    with pytest.raises(NeuralfitError, match="--network"):
-        refine_npz(root / "init.npz", root / "images", out, _opts(method="neural"), progress=False)
+    with pytest.raises(NeuralfitError, match="network file not found"):
+        refine_npz(root / "init.npz", root / "images", out, _opts(method="neural", network=str(tmp_path / "no.pt")),
+                   progress=False)
     with pytest.raises(NeuralfitError):
         parse_shard("2/2")
     assert not out.exists() and not (tmp_path / "out.npz.partial").exists()
@@ -192,6 +193,7 @@ def test_refine_neural_method_with_a_network(dataset, tmp_path, free_body):
     res = dict(np.load(out))
     assert np.isfinite(res["pose"]).all() and np.isfinite(res["fit_loss"]).all()
     assert ((res["occlusion_fraction"] >= 0) & (res["occlusion_fraction"] <= 1)).all()
-    with pytest.raises(NeuralfitError, match="--neural-model"):
-        refine_npz(root / "init.npz", images, tmp_path / "x.npz", _opts(method="neural", network=str(tmp_path / "net.pt")),
+    with pytest.raises(NeuralfitError, match="neural model file not found"):
+        refine_npz(root / "init.npz", images, tmp_path / "x.npz", _opts(method="neural", network=str(tmp_path / "net.pt"),
+                                                                        neural_model=str(tmp_path / "no.pt")),
                    progress=False)

@@ -1,4 +1,7 @@
-"""Batch refinement of regressor outputs stored as SPIN/EFT/PARE-style ``.npz`` files.
+"""Batch refinement of regressor outputs stored as SPIN/EFT/PARE-style ``.npz`` files (``neuralfit refine``).
+
+A pipeline over the fitter (it reads images and runs the network), so it lives outside ``fitting``; the
+observations reach the fitter through :func:`neuralfit.fitting.inputs.fit_batch`, as in ``fit`` and ``eval``.
 
 Input keys: ``imgname`` (N,), ``center`` (N, 2), ``scale`` (N,), ``pose`` (N, 72), ``shape`` (N, 10);
 optional ``cam`` (N, 3) weak perspective ``[s, tx, ty]`` of the 224-style crop, ``part`` (N, 24, 3)
@@ -25,7 +28,7 @@ import json
 import os
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -165,30 +168,6 @@ def crop_keypoints(kp: np.ndarray, center: np.ndarray, scale: np.ndarray, res: i
     return out
 
 
-def transl_from_keypoints(kp3d: torch.Tensor, kp2d: torch.Tensor, valid: torch.Tensor, res: int,
-                          focal: float) -> torch.Tensor:
-    """Camera translation (B, 3) aligning body keypoints (at zero translation) to 2D ones, weak-perspective.
-
-    Solves ``u - c = a x + bx``, ``v - c = a y + by`` by weighted least squares per sample; then
-    ``tz = f / a``, ``tx = bx / a``, ``ty = by / a``. Samples with fewer than 2 confident keypoints
-    fall back to a body of ~1.7 m filling 90 % of the crop.
-    """
-    c = res / 2.0
-    w = kp2d[..., 2].clamp(min=0) * valid.float()  # (B, J)
-    x, y = kp3d[..., 0], kp3d[..., 1]
-    u, v = kp2d[..., 0] - c, kp2d[..., 1] - c
-    sw = w.sum(1).clamp(min=1e-9)
-    mx, my, mu, mv = ((w * t).sum(1, keepdim=True) / sw[:, None] for t in (x, y, u, v))
-    var = (w * ((x - mx) ** 2 + (y - my) ** 2)).sum(1)
-    cov = (w * ((x - mx) * (u - mu) + (y - my) * (v - mv))).sum(1)
-    mx, my, mu, mv = mx[:, 0], my[:, 0], mu[:, 0], mv[:, 0]
-    a = cov / var.clamp(min=1e-9)
-    ok = ((w > 0).sum(1) >= 2) & (a > 1e-3)
-    a = torch.where(ok, a, torch.full_like(a, 0.9 * res / 1.7))
-    bx, by = mu - a * mx, mv - a * my
-    return torch.stack([bx / a, by / a, focal / a], dim=-1)
-
-
 # --------------------------------------------------------------------------- observations
 ObservationProvider = Callable[[np.ndarray], dict[str, Any]]
 
@@ -211,7 +190,7 @@ def _network_provider(data: dict[str, np.ndarray], images_dir: Path, network: st
     import cv2
 
     from neuralfit.data.crop import crop_transform, warp
-    from neuralfit.nets.checkpoint import load_network
+    from neuralfit.nets import load_network, predict
 
     net = load_network(network, body, device=device)
     res = int(net.config.input_res)
@@ -224,7 +203,7 @@ def _network_provider(data: dict[str, np.ndarray], images_dir: Path, network: st
                 raise NeuralfitError(f"cannot decode image {images_dir / str(data['imgname'][i])}")
             aff = crop_transform(data["center"][i], float(data["scale"][i]), res)
             crops.append(cv2.cvtColor(warp(img, aff, res), cv2.COLOR_BGR2RGB))
-        return net.predict(np.stack(crops))
+        return predict(net, np.stack(crops))
 
     return provide, res
 
@@ -271,6 +250,11 @@ def refine_npz(init_path: str | os.PathLike, images_dir: str | os.PathLike, out_
         raise NeuralfitError(f"{init_path} has no keypoints ('part' or 'openpose' with confidence > 0); "
                              "the keypoints method needs them")
     if options.method == "neural" and provider is None:
+        from neuralfit.assets import default_assets
+
+        shipped_net, shipped_nm = default_assets()
+        options = replace(options, network=options.network or (str(shipped_net) if shipped_net else None),
+                          neural_model=options.neural_model or (str(shipped_nm) if shipped_nm else None))
         if not options.network:
             raise NeuralfitError("--method neural needs --network CKPT (the feature/part/keypoint network)")
         if not options.neural_model:
@@ -282,7 +266,8 @@ def refine_npz(init_path: str | os.PathLike, images_dir: str | os.PathLike, out_
         raise NeuralfitError(f"{init_path} has neither 'cam' nor keypoints: cannot place the body in the crop")
 
     from neuralfit.body import load_body_model
-    from neuralfit.fitting.fitter import FitBatch, Fitter
+    from neuralfit.fitting.fitter import Fitter
+    from neuralfit.fitting.inputs import method_config
     from neuralfit.neural import NeuralMeshModel
 
     device = options.device
@@ -300,9 +285,7 @@ def refine_npz(init_path: str | os.PathLike, images_dir: str | os.PathLike, out_
             provider, res = _network_provider(data, images_dir, options.network, body, device)
         if options.neural_model:
             neural_model = NeuralMeshModel.load(options.neural_model, body=body, device=device)
-    else:
-        fit_cfg = fit_cfg.with_(keypoints_only=True)
-    fitter = Fitter(body, neural_model, prior, fit_cfg, device=device)
+    fitter = Fitter(body, neural_model, prior, method_config(options.method, fit_cfg), device=device)
 
     # Sidecar with per-batch results.
     side = out.with_name(out.name + ".partial")
@@ -341,7 +324,7 @@ def refine_npz(init_path: str | os.PathLike, images_dir: str | os.PathLike, out_
         if max_batches is not None and new >= max_batches:
             break
         idx = rows[k * bs:(k + 1) * bs]
-        result = _fit_rows(fitter, body, data, idx, kp_key, cam, res, provider, FitBatch, device)
+        result = _fit_rows(fitter, body, data, idx, kp_key, cam, res, provider, options.method, device)
         save_npz(side / f"batch_{k:06d}.npz", **result)
         new += 1
         bar.update(1)
@@ -363,28 +346,28 @@ def refine_npz(init_path: str | os.PathLike, images_dir: str | os.PathLike, out_
     return RefineSummary(out, len(rows), n_batches, n_batches, True)
 
 
-def _fit_rows(fitter, body, data, idx, kp_key, cam, res, provider, FitBatch, device) -> dict[str, np.ndarray]:
+def _fit_rows(fitter, body, data, idx, kp_key, cam, res, provider, method, device) -> dict[str, np.ndarray]:
     """Fit one batch of rows; returns per-row arrays for the sidecar."""
+    from neuralfit.fitting.inputs import Observations, fit_batch
+    from neuralfit.init import StartParams, place_in_camera
+
     dev = torch.device(device)
     pose = torch.as_tensor(data["pose"][idx], dtype=torch.float32, device=dev)
     betas = torch.as_tensor(data["shape"][idx], dtype=torch.float32, device=dev)
-    obs: dict[str, Any] = provider(idx) if provider is not None else {}
-    keypoints, joint_set = None, "smpl24"
+    pred: dict[str, Any] = provider(idx) if provider is not None else {}
+    obs = Observations(res=res, focal=cam.f, features=pred.get("features"), part_probs=pred.get("part_probs"))
     if kp_key is not None:
         kp = crop_keypoints(data[kp_key][idx], data["center"][idx], data["scale"][idx], res)
-        keypoints, joint_set = torch.as_tensor(kp, device=dev), KEYPOINT_SETS[kp_key]
-    elif obs.get("keypoints") is not None:
-        keypoints, joint_set = obs["keypoints"].float().to(dev), obs["joint_set"]
+        obs.keypoints, obs.joint_set = torch.as_tensor(kp, device=dev), KEYPOINT_SETS[kp_key]
+    elif pred.get("keypoints") is not None:
+        obs.keypoints, obs.joint_set = pred["keypoints"].float().to(dev), pred["joint_set"]
+    start = StartParams(pose[:, :3], pose[:, 3:], betas)
     if "cam" in data:
         transl = cam.transl_from_weak_perspective(torch.as_tensor(data["cam"][idx], dtype=torch.float32, device=dev))
     else:
-        with torch.no_grad():
-            posed = fitter.body(betas, pose[:, :3], pose[:, 3:], torch.zeros(len(idx), 3, device=dev))
-            kp3d, valid = fitter.body.keypoints(posed, joint_set)
-        transl = transl_from_keypoints(kp3d, keypoints, valid, res, cam.f)
-    batch = FitBatch(pose[:, :3], pose[:, 3:], transl, betas, res=res, features=obs.get("features"),
-                     part_probs=obs.get("part_probs"), keypoints=keypoints, joint_set=joint_set)
-    r = fitter.fit(batch)
+        transl = place_in_camera(body, start, obs.keypoints, obs.joint_set, cam.f,
+                                 (res / 2.0, res / 2.0))
+    r = fitter.fit(fit_batch(StartParams(start.global_orient, start.body_pose, start.betas, transl), obs, method))
     t = r.transl
     s = 2.0 * cam.f / (res * t[:, 2].clamp(min=1e-6))
     return {
