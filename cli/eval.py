@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import click
-from neuralfit.cli.options import check_dataset, check_out_file, device_option
+from neuralfit.cli.options import (
+    check_dataset,
+    check_out_file,
+    device_option,
+    quiet_option,
+    threads_option,
+    torch_threads,
+)
 
 
 @click.command("eval")
@@ -18,25 +25,27 @@ from neuralfit.cli.options import check_dataset, check_out_file, device_option
                    "engine's random textured occluder; advS: AdvOcc@S (worst patch for the regressor).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Report JSON (written atomically).")
 @click.option("--network", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Network checkpoint (neuralfit train network); needed by every method but 'oracle'.")
+              help="Network checkpoint (neuralfit train network); default: the shipped one.")
 @click.option("--neural-model", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Neural mesh model (neuralfit train gmm); needed by 'neural'.")
+              help="Neural mesh model (neuralfit train gmm) for 'neural'; default: the shipped one.")
 @click.option("--limit", type=int, default=None, help="Evaluate the first N samples only.")
 @click.option("--resume", is_flag=True, help="Skip samples already in OUT.cache.jsonl (same settings).")
 @click.option("--positions-from", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Reuse the AdvOcc positions of an earlier report (same images for ablations; no search).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="FitConfig override for 'neural' (ablations), e.g. --set w_partseg=0 --set outlier=false.")
+              help="Fitter setting for 'keypoints' and 'neural' (a FitConfig field, docs/fitting.md), e.g. "
+                   "--set w_partseg=0 --set outlier=false.")
 @click.option("--body", default="free", show_default=True, help="Body model the network was trained for.")
 @click.option("--res", default=224, show_default=True, type=int, help="Crop size (the network's input size).")
 @click.option("--batch-size", default=8, show_default=True, type=int, help="Samples per method call.")
 @click.option("--adv-stride", default=10, show_default=True, type=int, help="AdvOcc stride in 224-px units.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of occluder textures/placements.")
 @device_option  # checks cpu | cuda | cuda:N (and that a GPU exists) while parsing
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@threads_option
+@quiet_option
 def eval(data: str, methods: tuple[str, ...], occluder: str, out: str, network: str | None, neural_model: str | None,
          limit: int | None, resume: bool, positions_from: str | None, overrides: tuple[str, ...], body: str, res: int,
-         batch_size: int, adv_stride: int, seed: int, device: str, quiet: bool) -> None:
+         batch_size: int, adv_stride: int, seed: int, device: str, threads: int, quiet: bool) -> None:
     """Evaluate METHODs on DATA (MPJPE, PA-MPJPE, PCKh on LSP-14; visible-joint variants) and write OUT."""
     import json
     import os
@@ -54,8 +63,8 @@ def eval(data: str, methods: tuple[str, ...], occluder: str, out: str, network: 
         raise NeuralfitError(f"--limit must be >= 1, got {limit}")
     names = list(dict.fromkeys(methods))
     fit_overrides = parse_overrides(overrides)
-    if fit_overrides and "neural" not in names:
-        raise NeuralfitError("--set only applies to method 'neural'")
+    if fit_overrides and not {"keypoints", "neural"} & set(names):
+        raise NeuralfitError("--set only applies to the fitting methods 'keypoints' and 'neural'")
     cfg = EvalConfig(occluder=occluder, seed=seed, adv_stride=adv_stride, batch_size=batch_size)
     built, search, body_model = resolve_methods(names, network, neural_model, body, fit_overrides, device, seed)
     samples = load_samples(data, limit=limit, body=body_model, res=res)
@@ -68,8 +77,9 @@ def eval(data: str, methods: tuple[str, ...], occluder: str, out: str, network: 
     real = lambda p: os.path.realpath(p) if p else None  # noqa: E731
     tag = {"data": real(data), "network": real(network), "neural_model": real(neural_model),
            "overrides": fit_overrides, "positions_from": real(positions_from), "res": res, "body": body}
-    run = evaluate(samples, built, cfg, regressor=search, cache=f"{out}.cache.jsonl", resume=resume,
-                   positions=positions, progress=not quiet, tag=tag, body=body_model)
+    with torch_threads(threads):
+        run = evaluate(samples, built, cfg, regressor=search, cache=f"{out}.cache.jsonl", resume=resume,
+                       positions=positions, progress=not quiet, tag=tag, body=body_model)
     summary = summarize(run.records, run.methods)
     save_json(out, report_dict(run))
     click.echo(f"{occluder} on {data}: {len(samples)} samples")

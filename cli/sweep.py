@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import click
-from neuralfit.cli.options import check_dataset, check_image, device_option
+from neuralfit.cli.options import (
+    check_dataset,
+    check_image,
+    device_option,
+    quiet_option,
+    threads_option,
+    torch_threads,
+)
 
 
 @click.command("sweep")
@@ -14,7 +21,7 @@ from neuralfit.cli.options import check_dataset, check_image, device_option
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--method", default="regressor", show_default=True,
               type=click.Choice(["regressor", "keypoints", "neural", "oracle"]), help="Method to probe.")
-@click.option("--network", type=click.Path(exists=True, dir_okay=False), default=None, help="Network checkpoint.")
+@click.option("--network", type=click.Path(exists=True, dir_okay=False), default=None, help="Network checkpoint (default: the shipped one).")
 @click.option("--neural-model", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Neural mesh model (method 'neural').")
 @click.option("--size", default=40, show_default=True, type=int, help="Patch side in 224-px units.")
@@ -25,9 +32,11 @@ from neuralfit.cli.options import check_dataset, check_image, device_option
 @click.option("--res", default=224, show_default=True, type=int, help="Crop size (the network's input size).")
 @click.option("--batch-size", default=32, show_default=True, type=int, help="Patch positions per method call.")
 @device_option  # checks cpu | cuda | cuda:N (and that a GPU exists) while parsing
+@threads_option
+@quiet_option
 def sweep(image: str | None, data: str | None, index: int, out: str, method: str, network: str | None,
           neural_model: str | None, size: int, stride: int, patch: str, body: str, res: int, batch_size: int,
-          device: str) -> None:
+          device: str, threads: int, quiet: bool) -> None:
     """Slide an occluder over IMAGE (a person crop) or a --data sample and map the per-joint errors.
 
     Writes OUT/heatmaps.png (one error map per LSP-14 joint), OUT/sensitivity_mesh.{png,ply} (vertex colour =
@@ -61,20 +70,23 @@ def sweep(image: str | None, data: str | None, index: int, out: str, method: str
             raise NeuralfitError(f"--index {index} out of range for {data} ({len(samples)} samples)")
         sample = samples[index]
     else:
-        bgr = cv2.imread(image, cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise NeuralfitError(f"cannot read image {image}: expected a JPEG/PNG person crop")
-        h, w = bgr.shape[:2]
+        from neuralfit.io.images import read_image
+        from neuralfit.render.camera import default_focal
+
+        pic = read_image(image)
+        h, w = pic.shape[:2]
         side = min(h, w)  # centre square crop, as a person crop is assumed
-        bgr = bgr[(h - side) // 2:(h - side) // 2 + side, (w - side) // 2:(w - side) // 2 + side]
-        rgb = cv2.resize(bgr, (res, res), interpolation=cv2.INTER_AREA)[..., ::-1].copy()
-        f = 5000.0 * res / 224.0
+        pic = pic[(h - side) // 2:(h - side) // 2 + side, (w - side) // 2:(w - side) // 2 + side]
+        rgb = np.ascontiguousarray(cv2.resize(pic, (res, res), interpolation=cv2.INTER_AREA))
+        f = default_focal(res)
         dummy = np.zeros((14, 3))
         sample = EvalSample(0, str(image), rgb, dummy, np.full((14, 2), res / 2.0), np.ones(14, bool),
                             np.zeros((res, res), bool), f, res)
         clean = fn(rgb[None], [sample])
         reference = clean.joints3d[0]
-    result = occlusion_sensitivity(sample, fn, size, stride, patch, reference, batch_size=batch_size, progress=True)
+    with torch_threads(threads):
+        result = occlusion_sensitivity(sample, fn, size, stride, patch, reference, batch_size=batch_size,
+                                       progress=not quiet)
     import torch
 
     # Mesh to colour: the ground truth with --data, else the method's clean prediction (if it returns SMPL).

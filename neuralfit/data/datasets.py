@@ -275,7 +275,9 @@ class NpzDataset(torch.utils.data.Dataset):
         out["has_joints3d"] = torch.tensor(float("S" in d), dtype=torch.float32)
 
         # Camera of the crop. Known for synthetic sets (cam_f, transl); else the default crop camera.
-        f_default = 5000.0 * res / 224.0
+        from neuralfit.render.camera import default_focal
+
+        f_default = default_focal(res)
         has_cam = "cam_f" in d and "transl" in d
         transl = np.zeros(3)
         k = np.array([[f_default, 0, res / 2], [0, f_default, res / 2], [0, 0, 1.0]])

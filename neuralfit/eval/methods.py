@@ -162,7 +162,8 @@ def resolve_methods(names: Sequence[str], network: str | None, neural_model: str
                     fit_overrides: dict[str, Any] | None = None, device: str = "cpu",
                     oracle_seed: int = 0) -> tuple[dict[str, Method], Method | None, Any]:
     """Methods by name for the CLI and the benchmark; ``oracle`` is the stand-in of
-    :func:`~neuralfit.eval.protocols.oracle_method` (no network needed).
+    :func:`~neuralfit.eval.protocols.oracle_method` (no network needed). ``network`` / ``neural_model``
+    None = the shipped ones (``neuralfit.assets.default_assets``).
 
     Returns (methods, the regressor AdvOcc searches with, the body or None).
     """
@@ -171,9 +172,17 @@ def resolve_methods(names: Sequence[str], network: str | None, neural_model: str
     real = [n for n in names if n != "oracle"]
     methods: dict[str, Method] = {}
     body = search = None
+    if real:
+        from neuralfit.assets import default_assets
+
+        shipped_net, shipped_nm = default_assets()
+        network = network or (str(shipped_net) if shipped_net else None)
+        if "neural" in real:
+            neural_model = neural_model or (str(shipped_nm) if shipped_nm else None)
     if real or network is not None:
         if network is None:
-            raise NeuralfitError(f"method(s) {real} need --network (a checkpoint from `neuralfit train network`)")
+            raise NeuralfitError(f"method(s) {real} need --network (a checkpoint from `neuralfit train network`; "
+                                 "no network is shipped with this install)")
         from neuralfit.body import load_body_model
 
         body = load_body_model(body_spec, device=device)

@@ -125,7 +125,9 @@ def load_samples(data: str | os.PathLike, limit: int | None = None, body=None, r
         res = int(item["img"].shape[-1])
         img = (item["img"].numpy().transpose(1, 2, 0) * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
         K = item.get("cam_K")
-        focal = float(K[0, 0]) if K is not None else 5000.0 * res / 224.0
+        from neuralfit.render.camera import default_focal
+
+        focal = float(K[0, 0]) if K is not None else default_focal(res)
         has_smpl = float(item["has_smpl"]) > 0
         pose = item["pose"].numpy().astype(np.float64) if has_smpl else None
         betas = item["betas"].numpy().astype(np.float64) if has_smpl else None

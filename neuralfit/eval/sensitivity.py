@@ -183,9 +183,10 @@ def write_sweep(out_dir: str | os.PathLike, result: SensitivityResult, image: np
     arrays = {"centres": result.centres, "errors": result.errors, "baseline": result.baseline}
     if vertices is not None and faces is not None:
         from neuralfit.io.mesh import save_mesh
+        from neuralfit.render.camera import default_focal
         from neuralfit.render.shaded import render_shaded
 
-        f = 5000.0 * res / 224.0 if focal is None else float(focal)
+        f = default_focal(res) if focal is None else float(focal)
         v = np.asarray(vertices, np.float64)
         uv = v[:, :2] / np.clip(v[:, 2:3], 1e-6, None) * f + res / 2.0
         vs = vertex_sensitivity(result, uv)
