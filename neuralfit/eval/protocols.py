@@ -12,7 +12,7 @@ Real methods (network regressor, keypoints-only fit, neural fit) are built in
 :mod:`neuralfit.eval.methods`; the protocol code only needs callables, so it is testable with
 stand-ins such as :func:`oracle_method`.
 
-AdvOcc@S (DESIGN.md "Conventions", NeuralSMPL 3DPW-AdvOcc): an S x S textured patch, S and the
+AdvOcc@S (NeuralSMPL, 3DPW-AdvOcc; docs/evaluation.md): an S x S textured patch, S and the
 stride (10) in 224-pixel units, slides over the crop (fully inside it); the position where the
 *regressor's* MPJPE (pelvis-aligned LSP-14) is worst is kept, and every method is evaluated on that
 same occluded image. All positions go through the regressor in batches.
