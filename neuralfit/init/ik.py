@@ -58,8 +58,9 @@ class IKConfig:
         hip_position_scale: multiplies the position weight of the two hip keypoints (BlazePose puts them
             ~4 cm closer together than the free body's hip joints).
         direction_sigma: unit-vector difference that costs one unit.
-        lm_iters: Levenberg-Marquardt iterations on the sum-of-squares part (data, ``pose_l2_weight`` on
-            the pose, shape prior), from a closed-form start (torso Kabsch, then each limb joint).
+        lm_iters: at most this many Levenberg-Marquardt iterations on the sum-of-squares part (data,
+            ``pose_l2_weight`` on the pose, shape prior), from a closed-form start (torso Kabsch, then each
+            limb joint); a sample stops when an accepted step gains less than 1e-6 of its cost.
         polish_iters: L-BFGS iterations that add ``prior.penalty`` afterwards (skipped without a prior).
 
     Not observable from the 33 landmarks, so set by the regularisers: the pelvis tilt about the hip axis
@@ -77,7 +78,7 @@ class IKConfig:
     pose_prior_weight: float = 0.01
     pose_l2_weight: float = 0.01
     shape_prior_weight: float = 1.0
-    lm_iters: int = 6
+    lm_iters: int = 30
     polish_iters: int = 5
     min_confidence: float = 0.05
 
@@ -92,36 +93,46 @@ def _bone_matrix(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
 
 
 def _levenberg_marquardt(residuals, x: torch.Tensor, data: tuple[torch.Tensor, ...], iters: int,
-                         step: float = 1e-6) -> torch.Tensor:
+                         rtol: float = 1e-6, step: float = 1e-6) -> torch.Tensor:
     """Batched Levenberg-Marquardt: x (B, P) minimising ``|residuals(x, *data)[b]|^2`` for each sample b.
 
     ``residuals`` maps rows to rows: (N, P) and per-row data -> (N, R). The Jacobian is taken by forward
-    differences in float64 (relative error ~``step``), all P perturbations of all samples in one batched
-    call: on a CPU that is several times cheaper than vmapped forward-mode autodiff, whose per-op
-    overhead dominates at these sizes. Each sample keeps its own damping and only takes steps that
-    lower its own cost, so samples never slow each other down.
+    differences in float64 (relative error ~``step``), all P perturbations of the active samples in one
+    batched call: on a CPU that is several times cheaper than vmapped forward-mode autodiff, whose
+    per-op overhead dominates at these sizes. Each sample keeps its own damping, only takes steps that
+    lower its own cost, and drops out once an accepted step lowers its cost by less than ``rtol``
+    (relative), so easy samples cost nothing while hard ones take up to ``iters`` iterations.
     """
     b, p = x.shape
     x = x.double()
     data = tuple(d.double() for d in data)
-    rep = tuple(d.repeat_interleave(p, dim=0) for d in data)
     eye = torch.eye(p, dtype=x.dtype, device=x.device)
     mu = torch.full((b,), 1e-3, dtype=x.dtype, device=x.device)
+    active = torch.ones(b, dtype=torch.bool, device=x.device)
     with torch.no_grad():
         r = residuals(x, *data)
         for _ in range(iters):
-            rp = residuals((x[:, None, :] + step * eye).reshape(b * p, p), *rep).reshape(b, p, -1)
-            j = ((rp - r[:, None]) / step).transpose(1, 2)  # (B, R, P)
+            idx = torch.nonzero(active).flatten()
+            if idx.numel() == 0:
+                break
+            n = idx.numel()
+            xa, ra, da = x[idx], r[idx], tuple(d[idx] for d in data)
+            rep = tuple(d.repeat_interleave(p, dim=0) for d in da)
+            rp = residuals((xa[:, None, :] + step * eye).reshape(n * p, p), *rep).reshape(n, p, -1)
+            j = ((rp - ra[:, None]) / step).transpose(1, 2)  # (n, R, P)
             jtj = j.transpose(1, 2) @ j
-            g = (j.transpose(1, 2) @ r[..., None])[..., 0]
+            g = (j.transpose(1, 2) @ ra[..., None])[..., 0]
             diag = torch.diagonal(jtj, dim1=1, dim2=2).clamp_min(1e-9)
-            a = jtj + mu[:, None, None] * torch.diag_embed(diag) + 1e-12 * eye
-            cand = x + torch.linalg.solve(a, -g)
-            r_cand = residuals(cand, *data)
-            better = r_cand.pow(2).sum(1) < r.pow(2).sum(1)
-            x = torch.where(better[:, None], cand, x)
-            r = torch.where(better[:, None], r_cand, r)
-            mu = torch.where(better, mu * 0.3, mu * 10.0).clamp(1e-9, 1e9)
+            a = jtj + mu[idx, None, None] * torch.diag_embed(diag) + 1e-12 * eye
+            cand = xa + torch.linalg.solve(a, -g)
+            r_cand = residuals(cand, *da)
+            cost, new = ra.pow(2).sum(1), r_cand.pow(2).sum(1)
+            better = new < cost
+            x[idx] = torch.where(better[:, None], cand, xa)
+            r[idx] = torch.where(better[:, None], r_cand, ra)
+            mu[idx] = torch.where(better, mu[idx] * 0.3, mu[idx] * 10.0).clamp(1e-9, 1e9)
+            done = (better & (cost - new <= rtol * cost)) | (mu[idx] >= 1e9)
+            active[idx[done]] = False
     return x
 
 
@@ -153,6 +164,28 @@ def _polish_with_prior(x: torch.Tensor, energy_terms: tuple, prior: torch.nn.Mod
     with torch.enable_grad():
         opt.step(closure)
     return x.detach()
+
+
+# For the closed-form start only: a missing limb landmark guessed from its neighbours, so that the start
+# still points the limb roughly the right way (a wrist from the finger tips, an elbow halfway along the
+# arm, ...). In order: a later rule may use what an earlier one filled.
+_IMPUTE: list[tuple[int, list[int], str]] = [
+    (15, [17, 19, 21], "mean"), (16, [18, 20, 22], "mean"), (27, [29, 31], "mean"), (28, [30, 32], "mean"),
+    (13, [11, 15], "mid"), (14, [12, 16], "mid"), (25, [23, 27], "mid"), (26, [24, 28], "mid"),
+]  # fmt: skip
+
+
+def _impute_for_start(target: torch.Tensor, conf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, 33, 3), (B, 33) -> the same with missing limb landmarks guessed (confidence 0.5) where possible."""
+    target, conf = target.clone(), conf.clone()
+    for k, src, how in _IMPUTE:
+        w = (conf[:, src] > 0).to(target.dtype)
+        have = w.sum(1) >= (len(src) if how == "mid" else 1)
+        guess = (w[..., None] * target[:, src]).sum(1) / w.sum(1).clamp_min(1.0)[:, None]
+        fill = (conf[:, k] <= 0) & have
+        target[:, k] = torch.where(fill[:, None], guess, target[:, k])
+        conf[:, k] = torch.where(fill, torch.full_like(conf[:, k], 0.5), conf[:, k])
+    return target, conf
 
 
 def _check_inputs(landmarks: torch.Tensor, confidence: torch.Tensor) -> None:
@@ -225,7 +258,7 @@ def fit_world_landmarks(body: torch.nn.Module, landmarks: torch.Tensor, confiden
     from pytorch3d.transforms import matrix_to_axis_angle
 
     with torch.no_grad():
-        start = matrix_to_axis_angle(analytic_start(poser, target, conf, r0, t0)).reshape(b, 69)
+        start = matrix_to_axis_angle(analytic_start(poser, *_impute_for_start(target, conf), r0, t0)).reshape(b, 69)
     x = torch.cat([torch.zeros(b, 3, dtype=dtype, device=dev), t0, start,
                    torch.zeros(b, 10, dtype=dtype, device=dev)], dim=1)
     sw_pos, sw_dir = pos_w.sqrt(), bone_conf.sqrt()

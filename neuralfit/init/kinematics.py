@@ -137,10 +137,12 @@ _CHAINS: list[tuple[int, int, list[int], tuple[int, int, tuple[float, float, flo
 
 
 def analytic_start(poser: KeypointPoser, target: torch.Tensor, conf: torch.Tensor, r0: torch.Tensor,
-                    t0: torch.Tensor) -> torch.Tensor:
+                   t0: torch.Tensor) -> torch.Tensor:
     """Closed-form body pose (B, 23, 3, 3) for the rest shape: each limb joint rotated so that the keypoints
     below it point where the landmarks do (two-bone chains pre-bent by the observed elbow/knee angle, so
-    the upper bone's twist follows the bend plane). Spine, collars and head stay at rest."""
+    the upper bone's twist follows the bend plane). Spine, collars and head stay at rest. Landmarks with
+    zero confidence are never looked at: a joint whose own landmark is missing is placed by the chain
+    above it, and a joint with nothing to aim at keeps its rest rotation."""
     b, dev, dtype = target.shape[0], target.device, target.dtype
     eye = torch.eye(3, dtype=dtype, device=dev)
     j_rest = poser.j_template
@@ -148,40 +150,59 @@ def analytic_start(poser: KeypointPoser, target: torch.Tensor, conf: torch.Tenso
     par = poser.parents.tolist()
     local = [eye.expand(b, 3, 3)] * 24
     glob: dict[int, torch.Tensor] = {0: r0}
+    pos: dict[int, torch.Tensor] = {0: r0 @ j_rest[0] + t0}
 
     def g(j: int) -> torch.Tensor:
         if j not in glob:
             glob[j] = g(par[j]) @ local[j]
         return glob[j]
 
+    def p(j: int) -> torch.Tensor:
+        if j not in pos:
+            pos[j] = p(par[j]) + g(par[j]) @ (j_rest[j] - j_rest[par[j]])
+        return pos[j]
+
     for joint, at, driven, bend in _CHAINS:
         gp = g(par[joint])
+        origin = p(joint)
         if at >= 0:
-            origin, w_o = target[:, at], conf[:, at]
-        else:  # the neck has no landmark: carry it rigidly with the root
-            origin, w_o = r0 @ j_rest[joint] + t0, torch.ones_like(conf[:, 0])
+            origin = torch.where(conf[:, at, None] > 0, target[:, at], origin)
         u = (kp_rest[driven] - j_rest[joint]).expand(b, -1, -1)
+        w = conf[:, driven]
+        flat = (w > 0).sum(1) < 2
         if bend is not None:
             child, child_at, axis = bend
             a = target[:, child_at] - origin
             c = target[:, driven[-1]] - target[:, child_at]
             cosang = (torch.nn.functional.normalize(a, dim=-1) * torch.nn.functional.normalize(c, dim=-1)).sum(-1)
             theta = torch.arccos(cosang.clamp(-1.0, 1.0))
+            # A bend seen through a missing landmark is no bend at all.
+            theta = torch.where((conf[:, child_at] > 0) & (conf[:, driven[-1]] > 0), theta, torch.zeros_like(theta))
             flex = batch_rodrigues(theta[:, None] * torch.tensor(axis, dtype=dtype, device=dev))
             tip = (flex @ (kp_rest[driven[-1]] - j_rest[child])[:, None])[..., 0] + (j_rest[child] - j_rest[joint])
             u = torch.cat([u[:, :-1], tip[:, None]], dim=1)
-        v = ((target[:, driven] - origin[:, None]) @ gp)  # in the parent's frame: gp^T (y - origin)
-        w = conf[:, driven] * w_o[:, None]
-        # One direction fixes no twist (Kabsch would pick an arbitrary one): take the smallest rotation;
-        # so also for a nearly straight two-bone chain, whose bend plane is undefined.
-        first = _swing(u[:, 0], v[:, 0])
+            # A nearly straight two-bone chain has no bend plane to fix the upper bone's twist.
+            flat = flat | (torch.sin(theta) < 0.2)
+        v = (target[:, driven] - origin[:, None]) @ gp  # in the parent's frame: gp^T (y - origin)
+        # One direction fixes no twist (Kabsch would pick an arbitrary one): take the smallest rotation
+        # onto the most confident driven landmark.
+        best = w.argmax(1)
+        pick = torch.arange(b, device=dev)
+        swing = _swing(u[pick, best], v[pick, best])
+        swing = torch.where((w.amax(1) > 0)[:, None, None], swing, eye.expand(b, 3, 3))
         if len(driven) == 1:
-            local[joint] = first
+            local[joint] = swing
         else:
-            r = _kabsch_rotation(u, v, w)
-            flat = (w > 0).sum(1) < 2
-            if bend is not None:
-                flat = flat | (torch.sin(theta) < 0.2)
-            local[joint] = torch.where(flat[:, None, None], first, r)
-        glob.pop(joint, None)
+            local[joint] = torch.where(flat[:, None, None], swing, _kabsch_rotation(u, v, w))
+        for cache in (glob, pos):  # the joint's frame changed: forget what was derived from it
+            for j in [j for j in cache if j != 0 and _descends(j, joint, par)]:
+                cache.pop(j)
     return torch.stack(local[1:], dim=1)
+
+
+def _descends(j: int, ancestor: int, par: list[int]) -> bool:
+    while j > 0:
+        if j == ancestor:
+            return True
+        j = par[j]
+    return False
