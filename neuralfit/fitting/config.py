@@ -51,6 +51,15 @@ class FitConfig:
     process with ``person_eps`` as its error rate (:meth:`neuralfit.neural.NeuralMeshModel.loss`); the
     seed has no mask, and without one nothing changes.
 
+    Occlusion-robust terms (issue 16, :mod:`neuralfit.fitting.robust`, docs/occlusion.md), off at weight 0:
+    ``w_keypoint_outlier``: keypoint body-or-outlier mixture NLL (inlier sigma ``keypoint_outlier_sigma``
+    x crop size, prior p(inlier) = eps + (1 - 2 eps) confidence with eps ``keypoint_outlier_eps``); use it
+    with ``w_keypoints=0`` (the plain term would still drag). ``w_mask_outlier``: person-mask silhouette
+    through the cached rasterisation, body pixels off the mask explained as occluded at prior
+    ``mask_occlusion_prior`` (raised by hidden keypoints) or pulled in at scale ``mask_outlier_sigma`` x map
+    size; uncovered mask pixels pull the body out unless explained as mask false positives
+    (``mask_false_positive``). It needs ``FitBatch.mask`` and yields the occlusion map without features.
+
     Rendering: rasterise every ``cache_every`` iterations (1 = exact every step), ``raster_backend``
     "auto" | "torch" | "pytorch3d" (see neuralfit.render.raster).
     """
@@ -81,6 +90,14 @@ class FitConfig:
     person_mask: bool = True
     person_eps: float = 0.05
 
+    w_keypoint_outlier: float = 0.0
+    keypoint_outlier_sigma: float = 0.05
+    keypoint_outlier_eps: float = 0.05
+    w_mask_outlier: float = 0.0
+    mask_outlier_sigma: float = 0.03
+    mask_occlusion_prior: float = 0.3
+    mask_false_positive: float = 0.1
+
     cache_every: int = 5
     raster_backend: str = "auto"
     silhouette_sigma: float = 1e-4
@@ -102,6 +119,14 @@ class FitConfig:
             raise NeuralfitError(f"min_keypoint_confidence must be in [0, 1), got {self.min_keypoint_confidence}")
         if not 0.0 < self.person_eps < 0.5:
             raise NeuralfitError(f"person_eps must be in (0, 0.5), got {self.person_eps}")
+        if not 0.0 < self.keypoint_outlier_eps < 0.5 or not self.keypoint_outlier_sigma > 0:
+            raise NeuralfitError(f"keypoint_outlier_eps must be in (0, 0.5) and keypoint_outlier_sigma positive, "
+                                 f"got {self.keypoint_outlier_eps}, {self.keypoint_outlier_sigma}")
+        if not (0.0 < self.mask_occlusion_prior < 1.0 and 0.0 < self.mask_false_positive < 1.0
+                and self.mask_outlier_sigma > 0):
+            raise NeuralfitError(f"mask_occlusion_prior and mask_false_positive must be in (0, 1) and "
+                                 f"mask_outlier_sigma positive, got {self.mask_occlusion_prior}, "
+                                 f"{self.mask_false_positive}, {self.mask_outlier_sigma}")
         if self.cache_every < 1:
             raise NeuralfitError(f"cache_every must be >= 1, got {self.cache_every}")
 

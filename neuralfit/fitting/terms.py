@@ -20,6 +20,7 @@ import torch
 from neuralfit.fitting.config import FitConfig
 from neuralfit.fitting.losses import keypoint_loss, l2_shape_penalty, partseg_loss, silhouette_loss
 from neuralfit.fitting.posing import FitBody, Posed
+from neuralfit.fitting.robust import robust_terms
 from neuralfit.render.camera import CropCamera
 from neuralfit.render.raster import Fragments, VisibilityCache, soft_silhouette
 
@@ -154,4 +155,5 @@ def default_terms(cfg: FitConfig, neural_model=None, prior=None, joint_prior=Non
         sp = shape_prior.penalty if shape_prior is not None else l2_shape_penalty
         terms.append(Term("shape_prior", cfg.w_shape_prior, _penalty_of("betas", sp), stages=(2,)))
     terms.append(Term("init_pose", cfg.w_init_pose, _init_pose, stages=(2,)))
+    terms += robust_terms(cfg)  # issue 16: keypoint outliers, mask silhouette (weight 0 = off)
     return [t for t in terms if t.weight > 0]
