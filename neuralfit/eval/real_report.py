@@ -110,19 +110,21 @@ def person_table(per_method: dict[str, list[Row]], people: list[str]) -> str:
     """Markdown: per person x method, on the person-views every method fitted."""
     keys = common_keys(per_method)
     lines = ["| person | method | n | PA-MPJPE | MPJPE | PA no hips | MPJPE no hips | PA held-out GT | "
-             "lost | other person | s/fit |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "PA right person only (n) | lost | other person | s/fit |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for person in people:
         for name, rows in per_method.items():
             mine = [r for r in rows if r.item.person == person]
             sel = [r for r in mine if item_tag(r.item) in keys]
             lost = sum(not r.result.ok for r in mine)
             other = sum(r.identity == "other" for r in mine)
+            right = [r for r in sel if r.identity == "self"]
             lines.append(
                 f"| {person} | {name} | {len(sel)} | {_mean([r.scores.pa_mpjpe for r in sel])} | "
                 f"{_mean([r.scores.mpjpe for r in sel])} | {_mean([r.scores.pa_mpjpe_nohips for r in sel])} | "
                 f"{_mean([r.scores.mpjpe_nohips for r in sel])} | "
                 f"{_mean([r.scores_heldout.pa_mpjpe for r in sel])} | "
+                f"{_mean([r.scores.pa_mpjpe for r in right])} ({len(right)}) | "
                 f"{lost}/{len(mine)} | {other}/{len(mine)} | {_mean([r.result.seconds for r in mine])} |")
     return "\n".join(lines)
 
