@@ -91,7 +91,7 @@ class FitConfig:
     person_eps: float = 0.05
 
     w_keypoint_outlier: float = 0.0
-    keypoint_outlier_sigma: float = 0.05
+    keypoint_outlier_sigma: float = 0.03
     keypoint_outlier_eps: float = 0.05
     w_mask_outlier: float = 0.0
     mask_outlier_sigma: float = 0.03

@@ -68,7 +68,7 @@ class KeypointMixture:
 
 
 def keypoint_mixture(uv: torch.Tensor, observed: torch.Tensor, valid: torch.Tensor, res: int,
-                     sigma: float = 0.05, eps: float = 0.05) -> KeypointMixture:
+                     sigma: float = 0.03, eps: float = 0.05) -> KeypointMixture:
     """Body-or-outlier mixture NLL of 2D keypoints (see the module docstring).
 
     Args:
