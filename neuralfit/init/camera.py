@@ -167,18 +167,22 @@ def place_in_camera(body: torch.nn.Module, start: StartParams, keypoints: torch.
     good = enough & torch.isfinite(t).all(1) & (t[:, 2] + pelvis_z >= cfg.min_depth)
     if not bool(good.all()):
         box_h = None
+        cx = torch.zeros_like(f)
+        cy = torch.zeros_like(f)
         if bbox is not None:
             bb = torch.as_tensor(bbox, dtype=kp.dtype, device=kp.device)
-            if bb.shape != (b, 4):
-                raise NeuralfitError(f"bbox has shape {tuple(bb.shape)}; expected ({b}, 4) x0, y0, x1, y1")
+            if bb.shape != (b, 4) or not bool(torch.isfinite(bb).all()):
+                raise NeuralfitError(f"bbox has shape {tuple(bb.shape)} or non-finite values; expected ({b}, 4) x0, y0, x1, y1")
             box_h = bb[:, 3] - bb[:, 1]
-            # Without usable keypoints, aim the fallback at the box centre.
-            centre = 0.5 * (bb[:, :2] + bb[:, 2:])
-            none = (w > 0).sum(1) == 0
-            xn = torch.where(none[:, None], ((centre[:, 0] - pp[:, 0]) / f)[:, None].expand_as(xn), xn)
-            yn = torch.where(none[:, None], ((centre[:, 1] - pp[:, 1]) / f)[:, None].expand_as(yn), yn)
-            w = torch.where(none[:, None] & (torch.arange(j, device=kp.device) == 0), torch.ones_like(w), w)
-            pts = torch.where(none[:, None, None], out.joints[:, :1].expand(-1, j, -1), pts)
+            cx = (0.5 * (bb[:, 0] + bb[:, 2]) - pp[:, 0]) / f
+            cy = (0.5 * (bb[:, 1] + bb[:, 3]) - pp[:, 1]) / f
+        # Without usable keypoints, aim the pelvis at the box centre (or the principal point).
+        none = (w > 0).sum(1) == 0
+        first = torch.arange(j, device=kp.device) == 0
+        xn = torch.where(none[:, None], cx[:, None].expand_as(xn), xn)
+        yn = torch.where(none[:, None], cy[:, None].expand_as(yn), yn)
+        w = torch.where(none[:, None] & first, torch.ones_like(w), w)
+        pts = torch.where(none[:, None, None], out.joints[:, :1].expand(-1, j, -1), pts)
         fb = _similar_triangles(xn, yn, pts, w, f, box_h, body_h, cfg)
         t = torch.where(good[:, None], t, fb)
     # Whatever happened, keep the body in front of the camera.
