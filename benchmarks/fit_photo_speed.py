@@ -50,7 +50,7 @@ def main() -> None:
     print(f"method: {fitter.method} ({fitter.method_reason}); torch threads {args.threads}; "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(f"asset loading (once per call): {load:.2f} s")
-    cols = ["detect", "crop", "network", "fit", "render", "write"]
+    cols = ["detect", "crop", "network", "start", "fit", "render", "write"]
     print(f"| photo | size | {' | '.join(cols)} | total s | CPU s | keypoints within 10 % |")
     print("|" + "---|" * (len(cols) + 5))
     totals, cpus = [], []

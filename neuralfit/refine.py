@@ -187,9 +187,8 @@ def _keypoint_source(data: dict[str, np.ndarray], choice: str) -> str | None:
 
 def _network_provider(data: dict[str, np.ndarray], images_dir: Path, network: str, body, device: str):
     """Observations from the multi-task network on SPIN crops of the images (features, parts, keypoints)."""
-    import cv2
-
     from neuralfit.data.crop import crop_transform, warp
+    from neuralfit.io.images import read_image
     from neuralfit.nets import load_network, predict
 
     net = load_network(network, body, device=device)
@@ -198,11 +197,9 @@ def _network_provider(data: dict[str, np.ndarray], images_dir: Path, network: st
     def provide(rows: np.ndarray) -> dict[str, Any]:
         crops = []
         for i in rows:
-            img = cv2.imread(str(images_dir / str(data["imgname"][i])), cv2.IMREAD_COLOR)
-            if img is None:
-                raise NeuralfitError(f"cannot decode image {images_dir / str(data['imgname'][i])}")
+            img = read_image(images_dir / str(data["imgname"][i]))  # RGB; one-line error if unreadable
             aff = crop_transform(data["center"][i], float(data["scale"][i]), res)
-            crops.append(cv2.cvtColor(warp(img, aff, res), cv2.COLOR_BGR2RGB))
+            crops.append(warp(img, aff, res))
         return predict(net, np.stack(crops))
 
     return provide, res
