@@ -178,6 +178,15 @@ def gmm(data: tuple[str, ...], network_path: str, out: str, body_spec: str, num_
 @click.option("--data", "data", multiple=True, type=click.Path(exists=True, file_okay=False),
               help="`neuralfit synth` folder(s): mix the network's own keypoints on these images into every batch.")
 @click.option("--max-images", default=2000, show_default=True, help="Images per --data folder.")
+@click.option("--poses", "poses", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Pose set(s) to draw bodies from instead of the shipped DeepMimic + CMU sets: .npz with "
+                   "body_pose (N, 69) and global_orient (N, 3) axis-angle, optional clip_id (N,) (whole clips "
+                   "are held out for validation). Repeatable.")
+@click.option("--camera", type=click.Choice(["photo", "crop"]), default="photo", show_default=True,
+              help="photo: photo cameras + detector joint sets (BlazePose/COCO/BODY-25); crop: the image "
+                   "engine's crop camera and pose sampler (the first default's data).")
+@click.option("--holdout-fraction", default=0.1, show_default=True,
+              help="Share of clips held out (same split as `train prior`); scored after training.")
 @click.option("--body", "body_spec", default="free", show_default=True)
 @click.option("--samples", default=60_000, show_default=True, help="Synthetic keypoint sets drawn.")
 @click.option("--steps", default=6_000, show_default=True)
@@ -186,7 +195,8 @@ def gmm(data: tuple[str, ...], network_path: str, out: str, body_spec: str, num_
 @click.option("--half", is_flag=True, help="Store weights as float16 (the shipped default).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--quiet", is_flag=True)
-def regressor(network_path: str, out: str, data: tuple[str, ...], max_images: int, body_spec: str, samples: int,
+def regressor(network_path: str, out: str, data: tuple[str, ...], max_images: int, poses: tuple[str, ...],
+              camera: str, holdout_fraction: float, body_spec: str, samples: int,
               steps: int, batch_size: int, lr: float, half: bool, seed: int, quiet: bool) -> None:
     """Train the SMPL regressor of a network from 2D keypoints (no images needed) and write OUT.
 
@@ -217,8 +227,14 @@ def regressor(network_path: str, out: str, data: tuple[str, ...], max_images: in
     if data:
         sets = [predicted_keypoint_set(net, d, max_images=max_images, progress=not quiet) for d in data]
         predicted = {k: torch.cat([s[k] for s in sets]) for k in sets[0]}
-    cfg = RegressorConfig(samples=samples, steps=steps, batch_size=batch_size, lr=lr, seed=seed)
+    cfg = RegressorConfig(samples=samples, steps=steps, batch_size=batch_size, lr=lr, seed=seed, camera=camera,
+                          poses=tuple(poses), holdout_fraction=holdout_fraction)
     history = train_regressor(net, body, cfg, predicted=predicted, progress=not quiet)
+    if camera == "photo" and holdout_fraction > 0:
+        from neuralfit.training.regressor import heldout_keypoint_set, lifter_pa_mpjpe
+
+        val, val_inputs = heldout_keypoint_set(body, net.config.input_res, cfg)
+        net.regressor_training["heldout_pa_mpjpe_mm"] = round(float(lifter_pa_mpjpe(net, body, val, val_inputs).mean()), 1)
     info = getattr(net, "checkpoint_info", {})
     prov = dict(info.get("provenance", {}))
     prov["regressor_training"] = {**net.regressor_training, "command": " ".join(sys.argv), "data": list(data)}
@@ -229,5 +245,7 @@ def regressor(network_path: str, out: str, data: tuple[str, ...], max_images: in
     plot_curves([{k: v for k, v in h.items() if k != "step"} for h in history], png_path, smooth=50,
                 title="neuralfit train regressor: loss per step")
     last = history[-1]
+    held = net.regressor_training.get("heldout_pa_mpjpe_mm")
     click.echo(f"wrote {out}: regressor trained {steps} steps in {net.regressor_training['seconds']:.0f} s; "
-               f"last losses: " + ", ".join(f"{k} {v:.4g}" for k, v in last.items() if k != "step"))
+               + (f"held-out PA-MPJPE {held} mm; " if held is not None else "")
+               + "last losses: " + ", ".join(f"{k} {v:.4g}" for k, v in last.items() if k != "step"))

@@ -133,7 +133,7 @@ def test_training_lowers_held_out_joint_error(free_body, keypoint_net, keypoint_
     (~0.1 m^2 summed over xyz per joint); a regressor that reads the keypoints must go clearly below it.
     """
     cfg = RegressorConfig(samples=2000, steps=150, batch_size=64, lr=1e-3, p_region=0.0, p_drop=0.0,
-                          p_outlier=0.0, p_coco_only=0.0, noise_px=(0.5, 0.5), seed=5)
+                          p_outlier=0.0, p_coco_only=0.0, noise_px=(0.5, 0.5), seed=5, camera="crop")
     held = {k: v[:200] for k, v in keypoint_sets.items()}
     kp_in = held["keypoints"].clone()
     kp_in[..., 2] = 1.0
@@ -162,3 +162,72 @@ def test_advocc_fast_path_of_a_keypoint_regressor_matches_predict(free_body, key
     fast = regressor_method(keypoint_net, free_body, fast=True)(imgs, [None, None]).joints3d
     full = regressor_method(keypoint_net, free_body, fast=False)(imgs, [None, None]).joints3d
     assert np.allclose(np.asarray(fast), np.asarray(full), atol=1e-5)
+
+
+# -- photo cameras (the default training data) ---------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def photo_sets(free_body):
+    from neuralfit.priors import load_mocap
+    from neuralfit.priors.cmu import default_cmu_path
+
+    from neuralfit.training.regressor_data import sample_photo_keypoint_set
+
+    return sample_photo_keypoint_set(free_body, load_mocap(default_cmu_path()), 800, RES, seed=4)
+
+
+def test_photo_crops_are_consistent_with_their_virtual_camera(photo_sets):
+    d = photo_sets
+    pv, f, kp = d["joints3d"][..., :3], d["focal"], d["keypoints"]
+    uv = f[:, None, None] * pv[..., :2] / pv[..., 2:] + RES / 2
+    vis = kp[..., 2] > 0
+    err = (uv - kp[..., :2]).norm(dim=-1)[vis]
+    # The crop of an off-centre person is not exactly the view of a camera turned toward it (a
+    # homography): measured median 0.3 px, p95 3 px. A wrong focal or axis gives tens of pixels.
+    assert float(err.median()) < 1.0 and float(err.quantile(0.95)) < 6.0
+    # Crop focal spread of photos: person 2-10 m away, focal 0.6-1.6 x diagonal -> roughly 1-6 x res,
+    # far from the 5000 px convention (22 x res at 224 px).
+    q = f.quantile(torch.tensor([0.05, 0.95])) / RES
+    assert 0.8 < float(q[0]) < 2.5 and 3.0 < float(q[1]) < 8.0
+    # Mostly upright people (elevation -10..40 deg; CMU has some climbing and falls), from every side.
+    r = d["rotmat"][:, 0]
+    assert (-r[:, 1, 1] > 0).float().mean() > 0.9
+    assert 0.35 < d["face_visible"][:, 0].float().mean() < 0.75
+
+
+def test_detector_keypoints_follow_the_joint_set_and_swap_sides(free_body, photo_sets):
+    from neuralfit.training.regressor_data import DETECTOR_JOINTS, PhotoCameraConfig, detector_keypoints
+
+    names = list(free_body.keypoint_sets["spin24"].names)
+    clean = RegressorConfig(noise_px=(0.0, 0.0), p_region=0.0, p_drop=0.0, p_outlier=0.0, p_coco_only=0.0)
+    idx = torch.arange(len(photo_sets["keypoints"]))
+    for fmt in ("blazepose33", "body25"):
+        cam = PhotoCameraConfig(formats=(fmt,), format_probs=(1.0,), p_swap_all=0.0, p_swap_pair=0.0)
+        out = detector_keypoints(photo_sets, idx, names, RES, clean, cam, torch.Generator().manual_seed(0))
+        have = (out[..., 2] > 0).any(0)
+        assert {names[i] for i in range(24) if have[i]} <= set(DETECTOR_JOINTS[fmt])
+        assert not have[names.index("pelvis")] and have[names.index("neck")] == (fmt == "body25")
+        # BlazePose's hips come out wider than the body's (by 2 x 3.5 cm x U(0.5, 1.5) in 3D; the free
+        # body's spin24 hips are ~23 cm apart, so the ratio is ~1.1-1.3 in the image).
+        rh, lh = names.index("right_hip"), names.index("left_hip")
+        gt = photo_sets["keypoints"]
+        ok = (out[:, [rh, lh], 2] > 0).all(1) & (gt[:, [rh, lh], 2] > 0).all(1)
+        wide = (out[ok, lh, :2] - out[ok, rh, :2]).norm(dim=-1) / (gt[ok, lh, :2] - gt[ok, rh, :2]).norm(dim=-1)
+        assert float(wide.median()) > 1.05
+    cam = PhotoCameraConfig(formats=("spin24",), format_probs=(1.0,), p_swap_all=1.0, p_swap_pair=0.0)
+    out = detector_keypoints(photo_sets, idx, names, RES, clean, cam, torch.Generator().manual_seed(0))
+    la, ra = names.index("left_ankle"), names.index("right_ankle")
+    ok = (photo_sets["keypoints"][:, [la, ra], 2] > 0).all(1)
+    assert torch.allclose(out[ok, la, :2], photo_sets["keypoints"][ok, ra, :2])
+
+
+def test_lifter_pose_sets_split_whole_clips(tmp_path):
+    from neuralfit.training.regressor import lifter_pose_sets
+
+    g = np.random.default_rng(0)
+    path = tmp_path / "mine.npz"
+    np.savez(path, body_pose=g.normal(0, 0.1, (400, 69)), global_orient=np.zeros((400, 3)),
+             clip_id=np.arange(400) // 20)
+    train, held = lifter_pose_sets(RegressorConfig(poses=(str(path),), holdout_fraction=0.3))
+    assert len(held) > 0 and len(train) + len(held) == 800  # mirrors added
+    assert not set(train.clip.tolist()) & set(held.clip.tolist())

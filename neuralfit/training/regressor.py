@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ import torch
 from neuralfit.errors import NeuralfitError
 from neuralfit.render.camera import default_focal
 from neuralfit.training import losses as L
+from neuralfit.training.regressor_data import PhotoCameraConfig, detector_keypoints, sample_photo_keypoint_set
 
 #: spin24 keypoints a COCO-style detector does not predict (neck, head top, pelvis, thorax, spine, jaw, head).
 NOT_IN_COCO = ("neck", "head_top", "pelvis", "thorax", "spine", "jaw", "head")
@@ -43,7 +44,7 @@ FACE = ("nose", "left_eye", "right_eye", "left_ear", "right_ear")
 
 def regressor_terms(body: Any, out: dict[str, torch.Tensor], gt_rotmat: torch.Tensor, has_smpl: torch.Tensor,
                     res: int, betas: torch.Tensor | None = None, joints3d: torch.Tensor | None = None,
-                    keypoints: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                    keypoints: torch.Tensor | None = None, focal: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """SPIN-style losses of a regressor output ``out`` (``rotmat`` (B, 24, 3, 3), ``betas``, ``cam`` (B, 3)).
 
     Args:
@@ -52,6 +53,7 @@ def regressor_terms(body: Any, out: dict[str, torch.Tensor], gt_rotmat: torch.Te
         joints3d: (B, 24, 4) spin24 joints + confidence (any frame; compared root-relative), optional.
         keypoints: (B, 24, 3) spin24 crop pixels + confidence, optional; the prediction is projected with
             the convention camera (focal ``5000 R / 224``, transl ``[tx, ty, 2 f / (R s)]``).
+        focal: (B,) per-sample crop focal in pixels for that projection (photo crops), optional.
 
     Returns the terms ``pose``, ``betas``, ``joints3d``, ``keypoints2d``, ``cam`` (zero with a graph when
     unsupervised).
@@ -64,9 +66,10 @@ def regressor_terms(body: Any, out: dict[str, torch.Tensor], gt_rotmat: torch.Te
     # Datasets annotate 2D/3D joints in SPIN's 24-joint order, whatever the heatmap head predicts.
     j3d = body.keypoints(pred_body, "spin24")[..., :3]  # (B, 24, 3)
     terms["joints3d"] = L.joints3d_loss(j3d, joints3d) if joints3d is not None else j3d.sum() * 0.0
-    f = default_focal(res)
+    f = default_focal(res) if focal is None else focal.reshape(-1, 1, 1).to(j3d)
     cam = out["cam"]
-    transl = torch.stack([cam[:, 1], cam[:, 2], 2.0 * f / (res * cam[:, 0].clamp(min=1e-2))], dim=-1)
+    fz = f if focal is None else f[:, 0, 0]
+    transl = torch.stack([cam[:, 1], cam[:, 2], 2.0 * fz / (res * cam[:, 0].clamp(min=1e-2))], dim=-1)
     pc = j3d + transl[:, None]
     uv = f * pc[..., :2] / pc[..., 2:].clamp(min=1e-3) + res / 2.0
     terms["keypoints2d"] = L.keypoints2d_loss(uv, keypoints, res) if keypoints is not None else uv.sum() * 0.0
@@ -119,6 +122,14 @@ class RegressorConfig:
     w_keypoints2d: float = 5.0
     w_cam: float = 1.0
     seed: int = 0
+    #: "photo": CMU/DeepMimic training clips through photo cameras (:mod:`.regressor_data`), detector
+    #: joint sets, hip widening, swaps; "crop": the image engine's crop camera (the first default's data).
+    camera: str = "photo"
+    #: Pose-set files for "photo" (``--poses``; see ``neuralfit.priors.mocap.load_mocap``); empty = the
+    #: shipped DeepMimic + CMU sets. Clips are split as the prior's are (``holdout_fraction``).
+    poses: tuple[str, ...] = ()
+    holdout_fraction: float = 0.1
+    photo: PhotoCameraConfig = field(default_factory=PhotoCameraConfig)
 
 
 def _rot(axis: int, angle: torch.Tensor) -> torch.Tensor:
@@ -293,10 +304,19 @@ def train_regressor(net: Any, body: Any, config: RegressorConfig | None = None,
         raise NeuralfitError(f"train regressor supports the spin24 joint set, not {net.config.joint_set!r}")
     res = net.config.input_res
     names = list(body.keypoint_sets["spin24"].names)
-    data = sample_keypoint_set(body, cfg.samples, res, cfg, progress=progress)
+    photo = cfg.camera == "photo"
+    if photo:
+        train_poses, _ = lifter_pose_sets(cfg)
+        data = sample_photo_keypoint_set(body, train_poses, cfg.samples, res, cfg.photo, seed=cfg.seed)
+    elif cfg.camera == "crop":
+        data = sample_keypoint_set(body, cfg.samples, res, cfg, progress=progress)
+    else:
+        raise NeuralfitError(f"regressor camera {cfg.camera!r} unknown; expected 'photo' or 'crop'")
     # The regressor starts from the mean of the data it learns (HMR's mean-parameter initialisation).
     net.regressor.set_init(mean_rotation(data["rotmat"]), data["betas"].mean(0)[: net.config.num_betas])
     gen = torch.Generator().manual_seed(cfg.seed + 1)
+    # Detector joint sets replace the "COCO only" pattern of the crop-camera data.
+    photo_corruption = replace(cfg, p_coco_only=0.0)
     opt = torch.optim.Adam(net.regressor.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps, eta_min=cfg.lr * 0.05)
     w = {"pose": cfg.w_pose, "betas": cfg.w_betas, "joints3d": cfg.w_joints3d, "keypoints2d": cfg.w_keypoints2d,
@@ -309,16 +329,22 @@ def train_regressor(net: Any, body: Any, config: RegressorConfig | None = None,
     for step in bar:
         idx = torch.randint(0, len(data["rotmat"]), (cfg.batch_size - n_pred,), generator=gen)
         batch = {k: v[idx] for k, v in data.items()}
-        inp = corrupt_keypoints(batch["keypoints"], names, res, cfg, gen, batch["face_visible"])
+        if photo:
+            inp = detector_keypoints(data, idx, names, res, photo_corruption, cfg.photo, gen)
+        else:
+            inp = corrupt_keypoints(batch["keypoints"], names, res, cfg, gen, batch["face_visible"])
+        focal = batch.get("focal")
         if n_pred:
             pi = torch.randint(0, len(predicted["rotmat"]), (n_pred,), generator=gen)
             for k in ("rotmat", "betas", "joints3d", "keypoints"):
                 batch[k] = torch.cat([batch[k], predicted[k][pi]])
             inp = torch.cat([inp, predicted["predicted"][pi]])
+            if focal is not None:
+                focal = torch.cat([focal, torch.full((n_pred,), default_focal(res))])
         out = net.regressor(keypoint_vector(inp, res))
         has = torch.ones(len(inp), dtype=torch.bool)
         terms = regressor_terms(body, out, batch["rotmat"], has, res, batch["betas"], batch["joints3d"],
-                                batch["keypoints"])
+                                batch["keypoints"], focal=focal)
         loss = sum(w[k] * v for k, v in terms.items())
         if not torch.isfinite(loss):
             raise NeuralfitError(f"regressor loss became {float(loss)}; lower --lr")
@@ -337,6 +363,48 @@ def train_regressor(net: Any, body: Any, config: RegressorConfig | None = None,
                               "predicted_samples": 0 if predicted is None else len(predicted["rotmat"]),
                               "final": history[-1] if history else {}}
     return history
+
+
+def lifter_pose_sets(cfg: RegressorConfig) -> tuple[Any, Any]:
+    """(training, held-out) pose sets, split by whole clips exactly as ``neuralfit train prior`` splits them."""
+    from neuralfit.priors.train import TrainPriorConfig, training_sets
+
+    pcfg = TrainPriorConfig(data=tuple(cfg.poses), holdout_fraction=cfg.holdout_fraction)
+    if cfg.poses:
+        pcfg = replace(pcfg, holdout_clips=())
+    data, held = training_sets(pcfg)
+    return data.select(list(held), keep=False), data.select(list(held))
+
+
+def heldout_keypoint_set(body: Any, res: int, cfg: RegressorConfig | None = None, n: int = 4000,
+                         seed: int = 9001) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """A fixed validation set on the held-out clips: (photo keypoint set, detector keypoints (n, 24, 3))."""
+    cfg = cfg or RegressorConfig()
+    _, held = lifter_pose_sets(cfg)
+    data = sample_photo_keypoint_set(body, held, n, res, cfg.photo, seed=seed)
+    gen = torch.Generator().manual_seed(seed + 1)
+    names = list(body.keypoint_sets["spin24"].names)
+    inp = detector_keypoints(data, torch.arange(n), names, res, replace(cfg, p_coco_only=0.0), cfg.photo, gen)
+    return data, inp
+
+
+@torch.no_grad()
+def lifter_pa_mpjpe(net: Any, body: Any, data: dict[str, torch.Tensor], inputs: torch.Tensor,
+                    batch_size: int = 500) -> torch.Tensor:
+    """(n,) PA-MPJPE in mm on the 14 LSP joints (spin24's first 14) of ``net``'s lifter on ``inputs``."""
+    from neuralfit.nets.model import regress
+    from neuralfit.nets.rotations import axis_angle_to_matrix
+    from neuralfit.training.batch import pose_body
+    from neuralfit.training.metrics import pa_mpjpe
+
+    errs = []
+    for s in range(0, len(inputs), batch_size):
+        out = regress(net, inputs[s : s + batch_size])
+        rot = axis_angle_to_matrix(torch.cat([out["global_orient"], out["body_pose"]], 1).reshape(-1, 24, 3).cpu())
+        pred, _ = pose_body(body, out["betas"].cpu()[:, :10].float(), rot)
+        j = body.keypoints(pred, "spin24")[:, :14, :3]
+        errs.append(pa_mpjpe(j * 1000, data["joints3d"][s : s + batch_size, :14, :3] * 1000))
+    return torch.cat(errs)
 
 
 def convert_to_keypoint_regressor(net: Any) -> Any:
