@@ -22,9 +22,9 @@ def train() -> None:
                    "(e.g. AMASS frames you converted). Repeatable.")
 @click.option("--holdout-fraction", default=None, type=float,
               help="Share of clips (other than DeepMimic's) held out for validation, by name hash [0.1].")
-@click.option("--epochs", default=None, type=int, help="Passes over the training frames [12].")
+@click.option("--epochs", default=None, type=int, help="Passes over the training frames [8].")
 @click.option("--batch-size", default=None, type=int, help="Poses per step [256].")
-@click.option("--kl-weight", default=None, type=float, help="Weight of the KL term [0.1].")
+@click.option("--kl-weight", default=None, type=float, help="Weight of the KL term [0.15].")
 @click.option("--seed", default=None, type=int, help="Random seed [0].")
 @click.option("--threads", default=None, type=int, help="Torch threads [1; 0 = torch's default].")
 @click.option("--holdout", default=None, help="Comma-separated clips held out by name [run,dance_b]; "

@@ -38,11 +38,11 @@ from .vposer import NUM_BODY_JOINTS, VPoser, VPoserConfig
 class TrainPriorConfig:
     """Defaults reproduce the shipped ``priors/assets/default_prior.npz``."""
 
-    epochs: int = 12
+    epochs: int = 8
     batch_size: int = 256
     lr: float = 1e-3
     weight_decay: float = 1e-5
-    kl_weight: float = 0.1
+    kl_weight: float = 0.15
     num_neurons: int = 512
     latent_dim: int = 32
     jitter: float = 0.03

@@ -21,11 +21,14 @@ def prior():
 
 @pytest.fixture(scope="module")
 def heldout(prior):
+    from neuralfit.priors.train import TrainPriorConfig, training_sets
+
     with np.load(default_prior_path()) as z:
         meta = json.loads(str(z["__meta__"]))
-    clips = meta["config"]["holdout_clips"]
+    clips = meta.get("heldout_clip_names", meta["config"]["holdout_clips"])
     assert clips, "the shipped prior must hold out whole clips for this test"
-    return torch.from_numpy(load_mocap().select(clips).body_pose).float()
+    data, _ = training_sets(TrainPriorConfig())
+    return torch.from_numpy(data.select(clips).body_pose).float()
 
 
 def test_heldout_mocap_beats_uniform_limit_poses(prior, heldout):
@@ -100,11 +103,38 @@ def test_sample_poses_sources():
         sample_poses(4, source="youtube")
 
 
-def test_train_prior_command_writes_a_loadable_prior(tmp_path):
+def test_mean_pose_stands_and_rest_scores_low(prior, heldout):
+    from neuralfit.priors.evaluate import mean_pose_report
+
+    rep = mean_pose_report(prior)
+    # decode(0) is what the latent term pulls hidden joints toward: it must stand (issue 15: < 25 deg).
+    for k in ("left_hip", "right_hip", "left_knee", "right_knee"):
+        assert rep[f"mean_{k}_deg"] < 25.0, rep
+    with torch.no_grad():
+        median = float(prior.penalty(heldout).median())
+    # A knee bent backwards (ankle forward by 0.6 rad) scores worse than standing at rest, and the rest
+    # pose scores below the typical held-out mocap frame.
+    assert rep["penalty_knee_backwards"] > rep["penalty_rest"] + 10.0
+    assert rep["penalty_rest"] < median, (rep["penalty_rest"], median)
+
+
+def test_train_prior_command_takes_a_user_pose_set(tmp_path):
     from neuralfit.cli.train import train
 
+    # A user's own set (e.g. converted AMASS): body_pose + global_orient + clip_id; mocap frames here.
+    src = load_mocap()
+    data = tmp_path / "mine.npz"
+    np.savez(data, body_pose=src.body_pose[:800], global_orient=src.global_orient[:800], clip_id=np.arange(800) // 80)
     out = tmp_path / "tiny.npz"
-    res = CliRunner().invoke(train, ["prior", "--out", str(out), "--epochs", "1", "--quiet"])
+    res = CliRunner().invoke(train, ["prior", "--out", str(out), "--data", str(data), "--epochs", "1",
+                                     "--holdout-fraction", "0.3", "--quiet"])
     assert res.exit_code == 0, res.output
     tiny = load_pose_prior(out)
     assert tiny.sample(3, seed=0).shape == (3, 69)
+    with np.load(out) as z:
+        meta = json.loads(str(z["__meta__"]))
+    held = meta["heldout_clip_names"]
+    assert held and all(c.startswith("mine/") for c in held)
+    assert meta["train_frames"] + meta["holdout_frames"] == 1600  # with mirrors
+    res = CliRunner().invoke(train, ["prior", "--out", str(out), "--data", str(data), "--holdout", "walk"])
+    assert res.exit_code != 0 and "not in the training data" in str(res.exception or res.output)
