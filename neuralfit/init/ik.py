@@ -21,6 +21,7 @@ from smplx.lbs import batch_rodrigues
 from neuralfit.errors import NeuralfitError
 from neuralfit.init.kinematics import KeypointPoser, analytic_start, weighted_kabsch
 from neuralfit.init.types import StartParams
+from neuralfit.priors import JointLimitPrior
 
 #: BlazePose-33 indices used below (mediapipe's order).
 _NOSE, _LEAR, _REAR, _LSH, _RSH, _LHIP, _RHIP = 0, 7, 8, 11, 12, 23, 24
@@ -62,6 +63,11 @@ class IKConfig:
             ``pose_l2_weight`` on the pose, shape prior), from a closed-form start (torso Kabsch, then each
             limb joint); a sample stops when an accepted step gains less than 1e-6 of its cost.
         polish_iters: L-BFGS iterations that add ``prior.penalty`` afterwards (skipped without a prior).
+        end_l2_weight: L2 weight (rad^-2) on the toe and hand joints instead of ``pose_l2_weight``: one
+            landmark each (foot index; finger tips sit on the wrist's landmarks too) leaves their twist
+            free, and BlazePose's feet are not the body's, so a weak pull let them spin by radians.
+        limit_weight: weight (rad^-2) of the squared joint-limit excess (``JointLimitPrior``, or the
+            prior's own limits) in the Levenberg-Marquardt stage: 0.1 rad past a limit costs one unit.
 
     Not observable from the 33 landmarks, so set by the regularisers: the pelvis tilt about the hip axis
     (traded against hips and spine), how the trunk's bend splits over the three spine joints and the
@@ -75,11 +81,13 @@ class IKConfig:
     hip_position_scale: float = 0.25
     direction_weight: float = 1.0
     direction_sigma: float = 0.1
-    pose_prior_weight: float = 0.01
+    pose_prior_weight: float = 0.1
     pose_l2_weight: float = 0.01
+    end_l2_weight: float = 1.0
+    limit_weight: float = 100.0
     shape_prior_weight: float = 1.0
     lm_iters: int = 30
-    polish_iters: int = 5
+    polish_iters: int = 3
     min_confidence: float = 0.05
 
 
@@ -136,28 +144,18 @@ def _levenberg_marquardt(residuals, x: torch.Tensor, data: tuple[torch.Tensor, .
     return x
 
 
-def _polish_with_prior(x: torch.Tensor, energy_terms: tuple, prior: torch.nn.Module, cfg: IKConfig) -> torch.Tensor:
-    """A few L-BFGS iterations of the full objective with the learned pose prior (not a sum of squares,
-    so Levenberg-Marquardt cannot take it) from the Levenberg-Marquardt optimum."""
-    poser, bones, r0, target, pos_w, bone_conf, dir_target = energy_terms
-    b = x.shape[0]
-    x = x.detach().clone().requires_grad_(True)
-
-    def energy() -> torch.Tensor:
-        root = r0 @ batch_rodrigues(x[:, :3])
-        rot = torch.cat([root[:, None], batch_rodrigues(x[:, 6:75].reshape(-1, 3)).reshape(b, 23, 3, 3)], dim=1)
-        kp = poser(x[:, 75:], rot) + x[:, None, 3:6]
-        e = (pos_w * (kp - target).pow(2).sum(-1)).sum()
-        d = torch.nn.functional.normalize(torch.einsum("nj,bjc->bnc", bones, kp), dim=-1, eps=1e-9)
-        e = e + (bone_conf * (d - dir_target).pow(2).sum(-1)).sum()
-        e = e + cfg.pose_prior_weight * prior.penalty(x[:, 6:75]).sum()
-        return e + cfg.shape_prior_weight * 0.5 * x[:, 75:].pow(2).sum()
-
-    opt = torch.optim.LBFGS([x], lr=1.0, max_iter=cfg.polish_iters, line_search_fn="strong_wolfe")
+def _polish_with_prior(residuals, x: torch.Tensor, data: tuple[torch.Tensor, ...], prior: torch.nn.Module,
+                       weight: float, iters: int) -> torch.Tensor:
+    """A few L-BFGS iterations of the Levenberg-Marquardt objective plus ``weight * prior.penalty`` (a
+    learned negative log-density, not a sum of squares, so Levenberg-Marquardt cannot take it), from the
+    Levenberg-Marquardt optimum. x (B, P) float64."""
+    data = tuple(d.double() for d in data)
+    x = x.double().detach().clone().requires_grad_(True)
+    opt = torch.optim.LBFGS([x], lr=1.0, max_iter=iters, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
-        e = energy()
+        e = residuals(x, *data).pow(2).sum() + weight * prior.penalty(x[:, 6:75]).sum()
         e.backward()
         return e
 
@@ -263,7 +261,14 @@ def fit_world_landmarks(body: torch.nn.Module, landmarks: torch.Tensor, confiden
                    torch.zeros(b, 10, dtype=dtype, device=dev)], dim=1)
     sw_pos, sw_dir = pos_w.sqrt(), bone_conf.sqrt()
     poser64, bones64 = KeypointPoser(body, torch.float64), bones.double()
-    l2, sh = cfg.pose_l2_weight**0.5, (0.5 * cfg.shape_prior_weight) ** 0.5
+    l2 = torch.full((23, 3), cfg.pose_l2_weight, dtype=torch.float64, device=dev)
+    l2[[9, 10, 21, 22]] = cfg.end_l2_weight  # body_pose rows of the toes (10, 11) and hands (22, 23)
+    l2 = l2.reshape(69).sqrt()
+    sh = (0.5 * cfg.shape_prior_weight) ** 0.5
+    limits = prior.limits if prior is not None and hasattr(prior, "limits") else JointLimitPrior()
+    lo = limits.lo.to(device=dev, dtype=torch.float64).reshape(69)
+    hi = limits.hi.to(device=dev, dtype=torch.float64).reshape(69)
+    sl = cfg.limit_weight**0.5
 
     def residuals(xs: torch.Tensor, r0s: torch.Tensor, tgt: torch.Tensor, swp: torch.Tensor, swd: torch.Tensor,
                   dtg: torch.Tensor) -> torch.Tensor:
@@ -274,12 +279,14 @@ def fit_world_landmarks(body: torch.nn.Module, landmarks: torch.Tensor, confiden
         kp = poser64(xs[:, 75:], rot) + xs[:, None, 3:6]
         d = torch.nn.functional.normalize(torch.einsum("mj,njc->nmc", bones64, kp), dim=-1, eps=1e-12)
         return torch.cat([(swp[..., None] * (kp - tgt)).reshape(n, -1), (swd[..., None] * (d - dtg)).reshape(n, -1),
-                          l2 * xs[:, 6:75], sh * xs[:, 75:]], dim=1)
+                          l2 * xs[:, 6:75], sh * xs[:, 75:],
+                          sl * (torch.relu(lo - xs[:, 6:75]) + torch.relu(xs[:, 6:75] - hi))], dim=1)
 
-    x = _levenberg_marquardt(residuals, x, (r0, target, sw_pos, sw_dir, dir_target), cfg.lm_iters).to(dtype)
-    if prior is not None and cfg.polish_iters > 0:
-        x = _polish_with_prior(x, energy_terms=(poser, bones, r0, target, pos_w, bone_conf, dir_target),
-                               prior=prior, cfg=cfg)
+    data = (r0, target, sw_pos, sw_dir, dir_target)
+    x = _levenberg_marquardt(residuals, x, data, cfg.lm_iters)
+    if prior is not None and cfg.polish_iters > 0 and cfg.pose_prior_weight > 0:
+        x = _polish_with_prior(residuals, x, data, prior, cfg.pose_prior_weight, cfg.polish_iters)
+    x = x.to(dtype)
     delta, transl, body_pose, betas = x[:, :3], x[:, 3:6], x[:, 6:75], x[:, 75:]
 
     with torch.no_grad():
