@@ -78,10 +78,12 @@ def test_default_regularisers_cost_only_millimetres(free_body, prior):
     valid = body.keypoint_sets["blazepose33"].valid
     s = fit_world_landmarks(body, lm, valid.float().expand(6, 33).clone(), prior)
     err = (_posed_keypoints(body, s) - lm)[:, valid].norm(dim=-1)
-    # The shape prior (weight 1 against 3 cm landmark noise) shrinks betas of 0.5 sd a little and the
-    # pose terms bend joints a little: measured 0.8 mm mean, 5.4 mm worst over 31 keypoints x 6 people.
-    assert err.mean() < 2e-3
-    assert err.max() < 1e-2
+    # The shape prior (weight 3 against 3 cm landmark noise, chosen on real photos where weaker let betas
+    # reach 5-20) shrinks betas of 0.5 sd, and a shorter or longer bone moves the keypoints below it by
+    # up to a centimetre; the pose terms add a little. Measured over seeds 4-9: mean 1.2-1.9 mm, worst
+    # 6.9-11.5 mm over 31 keypoints x 4-6 people.
+    assert err.mean() < 3e-3
+    assert err.max() < 2e-2
     assert s.betas.abs().max() < 3.0
 
 
@@ -105,10 +107,10 @@ def test_missing_landmarks_are_ignored(free_body, prior):
     s2 = fit_world_landmarks(body, nan, conf, prior)
     kp1 = _posed_keypoints(body, s1)
     err = (kp1 - lm).norm(dim=-1)[~drop & valid]
-    # Default settings: the regularisers' few mm (see above) plus slower convergence where a limb hangs on
-    # fewer landmarks; measured over seeds 5-9: mean <= 1.2 mm, max <= 9 mm.
-    assert err.mean() < 3e-3
-    assert err.max() < 1.5e-2
+    # Default settings: the regularisers' millimetres (see above), a little more where a limb hangs on
+    # fewer landmarks; measured over seeds 5-9: mean 1.5-2.4 mm, worst 6.5-14.7 mm.
+    assert err.mean() < 4e-3
+    assert err.max() < 2.5e-2
     # Missing means missing: what is written in a zero-confidence slot changes nothing.
     assert torch.allclose(kp1, _posed_keypoints(body, s2), atol=1e-4)
 

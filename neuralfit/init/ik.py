@@ -85,7 +85,7 @@ class IKConfig:
     pose_l2_weight: float = 0.01
     end_l2_weight: float = 1.0
     limit_weight: float = 100.0
-    shape_prior_weight: float = 1.0
+    shape_prior_weight: float = 3.0
     lm_iters: int = 30
     polish_iters: int = 3
     min_confidence: float = 0.05
