@@ -5,10 +5,11 @@ landmarks and the camera's axes (x right, y down, z away from the camera; checke
 docs/init.md). Fitting the body to them gives a start whose depth ordering (which arm is in front, how
 far the torso leans) comes from a 3D estimate rather than from 2D keypoints alone.
 
-BlazePose's hip landmarks sit ~19 cm apart where the free body's hip joints are ~23 cm apart (SMPL's
-~12 cm): positions alone would bend the legs to close that gap, so the objective also compares bone
-*directions* (unit vectors between keypoints), which do not care about such a constant offset, and
-down-weights the hip positions.
+BlazePose's hip landmarks are not SMPL's hip joints (19 cm apart on the multi-view benchmark, 23 cm on
+two opencv-doc photos; the free body's hip joints are 22.6 cm apart, real SMPL's ~12 cm): positions
+alone would bend the legs to close such a gap, so the objective also compares bone *directions* (unit
+vectors between keypoints), which do not care about a constant offset, and down-weights the hip
+positions.
 """
 
 from __future__ import annotations
@@ -51,8 +52,9 @@ class IKConfig:
     ``position_sigma`` metres off costs ``position_weight`` (times its confidence), a bone direction off
     by ``direction_sigma`` (chord of the unit sphere, ~radians) costs ``direction_weight``. The pose prior
     term is ``pose_prior_weight * prior.penalty(body_pose)`` (a negative log-density, ~0.5 per latent
-    unit), the shape prior ``shape_prior_weight * 0.5 |betas|^2``. Without a prior object, an L2 term
-    ``pose_l2_weight * |body_pose|^2`` (rad^2) keeps unobserved joints (spine split, hands) near rest.
+    unit), the shape prior ``shape_prior_weight * 0.5 |betas|^2`` (3: at 1 the betas absorbed the
+    skeleton mismatch and reached 5 sd on real photos, at 0.01 20 sd). An L2 term
+    ``pose_l2_weight * |body_pose|^2`` (rad^2) keeps unobserved joints (spine split) near rest.
 
     Attributes:
         position_sigma: metres; mediapipe's world landmarks are off by several cm on real photos.
@@ -62,7 +64,9 @@ class IKConfig:
         lm_iters: at most this many Levenberg-Marquardt iterations on the sum-of-squares part (data,
             ``pose_l2_weight`` on the pose, shape prior), from a closed-form start (torso Kabsch, then each
             limb joint); a sample stops when an accepted step gains less than 1e-6 of its cost.
-        polish_iters: L-BFGS iterations that add ``prior.penalty`` afterwards (skipped without a prior).
+        polish_iters: L-BFGS iterations that add ``prior.penalty`` afterwards (skipped without a prior;
+            the limit and L2 terms already keep the pose plausible, the polish changes little).
+        min_confidence: landmarks below this count as missing.
         end_l2_weight: L2 weight (rad^-2) on the toe and hand joints instead of ``pose_l2_weight``: one
             landmark each (foot index; finger tips sit on the wrist's landmarks too) leaves their twist
             free, and BlazePose's feet are not the body's, so a weak pull let them spin by radians.
@@ -73,7 +77,6 @@ class IKConfig:
     (traded against hips and spine), how the trunk's bend splits over the three spine joints and the
     collars, limb twist split between a joint and the next (e.g. knee vs ankle), and betas that move no
     keypoint. The keypoints themselves, and the global orientation of hands, feet and head, are.
-        min_confidence: landmarks below this count as missing.
     """
 
     position_weight: float = 1.0
