@@ -213,8 +213,9 @@ class MaskOutlierTerm:
         self._mask_cache = (key, data)
         return data
 
-    def _per_raster(self, frags: Fragments, scr: torch.Tensor, md: dict) -> dict:
-        """Uncovered mask pixels and the nearest visible vertex of each (once per rasterisation)."""
+    def _per_raster(self, ctx, frags: Fragments, scr: torch.Tensor, md: dict) -> dict:
+        """Once per rasterisation: uncovered mask pixels and the nearest visible vertex of each; covered
+        pixels off the mask with their surface points and occlusion priors."""
         key = (frags.pix_to_face, frags.raster_id)
         if self._raster_cache is not None and self._raster_cache[0][0] is key[0] and \
                 self._raster_cache[0][1] == key[1]:
@@ -234,11 +235,20 @@ class MaskOutlierTerm:
                 pix_list.append(pix_k + k * H * W)
                 vert_list.append(vis[d.argmin(1)] + k * V)
             empty = torch.zeros(0, dtype=torch.long, device=scr.device)
-            # The barycentrics of this (rasterising) call fix each covered pixel's surface point; later
-            # calls recompute barycentrics of the same pixel centre, whose projection never moves.
+            # Only covered pixels the mask calls background carry loss: select them once. The barycentrics
+            # of this (rasterising) call fix each one's surface point; later calls recompute barycentrics
+            # of the same pixel centre, whose projection never moves.
+            w_out = md["out_w"].index_select(0, frags.pix)
+            sel = torch.nonzero(w_out > 0, as_tuple=True)[0]
+            pix = frags.pix[sel]
+            b_out = torch.div(pix, H * W, rounding_mode="floor")
+            bary = frags.bary_fg.detach()[sel].clamp(min=0.0)
             data = {"pix": torch.cat(pix_list) if pix_list else empty,
                     "vert": torch.cat(vert_list) if vert_list else empty,
-                    "bary": frags.bary_fg.detach().clamp(min=0.0)}
+                    "sel": sel, "b_out": b_out, "w_out": w_out[sel], "bary": bary,
+                    "corner_idx": (b_out[:, None] * V + frags.face_verts[sel]).reshape(-1),
+                    "nearest": md["nearest"].index_select(0, pix),
+                    "rho": self.pixel_prior(ctx, bary, b_out, frags.face_verts[sel])}
         self._raster_cache = (key, data)
         return data
 
@@ -249,14 +259,14 @@ class MaskOutlierTerm:
         return self._assign[key]
 
     # ------------------------------------------------------------------ loss
-    def pixel_prior(self, ctx, frags: Fragments) -> torch.Tensor:
-        """(n,) occlusion prior ``rho_i`` of the covered pixels (detached): the base rate raised by how
-        hidden the keypoints nearest their surface point are."""
+    def pixel_prior(self, ctx, bary: torch.Tensor, b_idx: torch.Tensor, face_verts: torch.Tensor) -> torch.Tensor:
+        """(n,) occlusion prior ``rho_i`` of n covered pixels (barycentrics (n, 3), sample (n,), face vertices
+        (n, 3)), detached: the base rate raised by how hidden the keypoints nearest their surface point are.
+        Evaluated at the rasterising iterate (a prior weight; it moves slowly)."""
         rho0 = self.cfg.mask_occlusion_prior
-        n = frags.pix.shape[0]
         b = ctx.batch
         if b.keypoints is None:
-            return torch.full((n,), rho0, device=frags.pix.device)
+            return torch.full(b_idx.shape, rho0, device=b_idx.device)
         with torch.no_grad():
             kp3d, valid = ctx.body.keypoints(ctx.posed, b.joint_set)
             mix = keypoint_mixture(project(kp3d, ctx.cam), b.keypoints, valid, ctx.cam.res,
@@ -264,9 +274,8 @@ class MaskOutlierTerm:
             hidden = 1.0 - b.keypoints[..., 2].clamp(0.0, 1.0) * mix.inlier  # (B, J); 1 when undetected
             h_v = hidden[:, self._assignment(ctx)]  # (B, V)
             V = h_v.shape[1]
-            bary = frags.bary_fg.clamp(min=0.0)
-            bary = bary / bary.sum(-1, keepdim=True).clamp(min=1e-8)
-            h_pix = (bary * h_v.reshape(-1)[frags.batch_index[:, None] * V + frags.face_verts]).sum(-1)
+            w = bary / bary.sum(-1, keepdim=True).clamp(min=1e-8)
+            h_pix = (w * h_v.reshape(-1)[b_idx[:, None] * V + face_verts]).sum(-1)
         return (rho0 + (1.0 - rho0) * h_pix).clamp(max=_RHO_MAX)
 
     def __call__(self, ctx) -> torch.Tensor | None:
@@ -284,19 +293,17 @@ class MaskOutlierTerm:
         verts = ctx.posed.lowres
         V = verts.shape[1]
         scr = screen_vertices(verts, ctx.cam, H).reshape(B * V, 3)  # (u, v, z) per vertex
-        rd = self._per_raster(frags, scr.view(B, V, 3), md)
+        rd = self._per_raster(ctx, frags, scr.view(B, V, 3), md)
         s = cfg.mask_outlier_sigma * H
         # Covered pixels the mask calls background: p_i is the projection of the surface point the pixel
         # showed at the last rasterisation (fixed 3D barycentrics b; sum b z u / sum b z), which moves
         # with the vertices.
-        w_out = md["out_w"].index_select(0, frags.pix)
-        corners = scr.index_select(0, (frags.batch_index[:, None] * V + frags.face_verts).reshape(-1)).view(-1, 3, 3)
+        corners = scr.index_select(0, rd["corner_idx"]).view(-1, 3, 3)
         bz = rd["bary"] * corners[..., 2]
         p = (bz[..., None] * corners[..., :2]).sum(1) / bz.sum(-1, keepdim=True).clamp(min=1e-8)
-        d2 = (p - md["nearest"].index_select(0, frags.pix)).pow(2).sum(-1)
-        rho = self.pixel_prior(ctx, frags)
-        nll_out, occ = _plateau_mixture(d2, rho, s)
-        loss = (w_out * nll_out).new_zeros(B).index_add(0, frags.batch_index, w_out * nll_out)
+        d2 = (p - rd["nearest"]).pow(2).sum(-1)
+        nll_out, occ = _plateau_mixture(d2, rd["rho"], s)
+        loss = nll_out.new_zeros(B).index_add(0, rd["b_out"], rd["w_out"] * nll_out)
         # Mask pixels the body does not cover pull their nearest visible vertex out to them.
         if rd["pix"].numel():
             e2 = (md["xy"][rd["pix"] % (H * W)] - scr.index_select(0, rd["vert"])[:, :2]).pow(2).sum(-1)
@@ -306,7 +313,8 @@ class MaskOutlierTerm:
             loss = loss.index_add(0, torch.div(rd["pix"], H * W, rounding_mode="floor"), w_in * nll_in)
         loss = loss / md["area"] * md["has"]
         if ctx.want_occlusion:
-            occ_map = frags.to_dense((w_out * occ).detach())
+            occ_pix = torch.zeros_like(frags.depth_fg).index_put((rd["sel"],), (rd["w_out"] * occ).detach())
+            occ_map = frags.to_dense(occ_pix)
             if ctx.occlusion is not None:  # the neural term's map: average the two opinions
                 occ_map = 0.5 * (occ_map + ctx.occlusion[0])
             ctx.occlusion = (occ_map, frags.mask)
