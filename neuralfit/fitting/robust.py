@@ -259,14 +259,13 @@ class MaskOutlierTerm:
         return self._assign[key]
 
     # ------------------------------------------------------------------ loss
-    def pixel_prior(self, ctx, bary: torch.Tensor, b_idx: torch.Tensor, face_verts: torch.Tensor) -> torch.Tensor:
-        """(n,) occlusion prior ``rho_i`` of n covered pixels (barycentrics (n, 3), sample (n,), face vertices
-        (n, 3)), detached: the base rate raised by how hidden the keypoints nearest their surface point are.
-        Evaluated at the rasterising iterate (a prior weight; it moves slowly)."""
-        rho0 = self.cfg.mask_occlusion_prior
+    def hidden_pixels(self, ctx, bary: torch.Tensor, b_idx: torch.Tensor, face_verts: torch.Tensor) -> torch.Tensor | None:
+        """(n,) how hidden the keypoints nearest the surface points of n covered pixels are (barycentrics
+        (n, 3), sample (n,), face vertices (n, 3)): ``h_j = 1 - c_j p(inlier_j)`` blended over the face's
+        vertices; detached. None without keypoints."""
         b = ctx.batch
         if b.keypoints is None:
-            return torch.full(b_idx.shape, rho0, device=b_idx.device)
+            return None
         with torch.no_grad():
             kp3d, valid = ctx.body.keypoints(ctx.posed, b.joint_set)
             mix = keypoint_mixture(project(kp3d, ctx.cam), b.keypoints, valid, ctx.cam.res,
@@ -275,8 +274,16 @@ class MaskOutlierTerm:
             h_v = hidden[:, self._assignment(ctx)]  # (B, V)
             V = h_v.shape[1]
             w = bary / bary.sum(-1, keepdim=True).clamp(min=1e-8)
-            h_pix = (w * h_v.reshape(-1)[b_idx[:, None] * V + face_verts]).sum(-1)
-        return (rho0 + (1.0 - rho0) * h_pix).clamp(max=_RHO_MAX)
+            return (w * h_v.reshape(-1)[b_idx[:, None] * V + face_verts]).sum(-1)
+
+    def pixel_prior(self, ctx, bary: torch.Tensor, b_idx: torch.Tensor, face_verts: torch.Tensor) -> torch.Tensor:
+        """(n,) occlusion prior ``rho_i = rho_0 + (1 - rho_0) h_i`` of n covered pixels (see
+        :meth:`hidden_pixels`), evaluated at the rasterising iterate (a prior weight; it moves slowly)."""
+        rho0 = self.cfg.mask_occlusion_prior
+        h = self.hidden_pixels(ctx, bary, b_idx, face_verts)
+        if h is None:
+            return torch.full(b_idx.shape, rho0, device=b_idx.device)
+        return (rho0 + (1.0 - rho0) * h).clamp(max=_RHO_MAX)
 
     def __call__(self, ctx) -> torch.Tensor | None:
         mask = ctx.batch.mask
@@ -313,7 +320,13 @@ class MaskOutlierTerm:
             loss = loss.index_add(0, torch.div(rd["pix"], H * W, rounding_mode="floor"), w_in * nll_in)
         loss = loss / md["area"] * md["has"]
         if ctx.want_occlusion:
-            occ_pix = torch.zeros_like(frags.depth_fg).index_put((rd["sel"],), (rd["w_out"] * occ).detach())
+            # Where the mask says "person" it has no evidence of an occluder (a segmenter often fills a
+            # person in through an occluder): there the keypoints decide, p(occluded) = h; off the mask
+            # the two blend by the mask's confidence, (1 - 2 m)_+ occluder posterior + the rest h.
+            h = self.hidden_pixels(ctx, frags.bary_fg.detach().clamp(min=0.0), frags.batch_index, frags.face_verts)
+            occ_pix = torch.zeros_like(frags.depth_fg) if h is None else h
+            w_sel = rd["w_out"]
+            occ_pix = occ_pix.index_put((rd["sel"],), (w_sel * occ.detach() + (1.0 - w_sel) * occ_pix[rd["sel"]]))
             occ_map = frags.to_dense(occ_pix)
             if ctx.occlusion is not None:  # the neural term's map: average the two opinions
                 occ_map = 0.5 * (occ_map + ctx.occlusion[0])
