@@ -194,3 +194,24 @@ def test_mask_term_gives_an_occlusion_map_without_features_and_does_not_force_th
     # process (prior 0.001) the hidden legs are pushed into the visible mask and the fit is worse.
     assert float(pa["mask"].mean()) < float(pa["keypoints"].mean()) + 8.0, pa
     assert float(pa["forced"].mean()) > float(pa["mask"].mean()) + 10.0, pa
+
+
+def test_inside_a_filled_in_mask_the_map_comes_from_the_hidden_keypoints(fb, occluded):
+    """A segmenter that fills the person in through the occluder (mask = the whole body) gives no evidence;
+    keypoints under the occluder reported at low visibility (0.1) then make their parts occluded
+    (h = 1 - c p(inlier) ~ 0.9), the visible ones (confidence 1, on the body) stay ~0."""
+    scene, _ = occluded
+    kp = scene.keypoints.clone()
+    uv = (kp[..., :2] * SIZE / RES).long().clamp(0, SIZE - 1)
+    hidden = torch.stack([scene.box[b, uv[b, :, 1], uv[b, :, 0]] for b in range(len(kp))])
+    kp[..., 2] = torch.where(hidden & (kp[..., 2] > 0), torch.full_like(kp[..., 2], 0.1), kp[..., 2])
+    ctx = _ctx(fb, scene, scene.gt_mask.float(), scene.gt_transl)
+    ctx.batch.keypoints, ctx.batch.joint_set, ctx.want_occlusion = kp, "spin24", True
+    with torch.no_grad():
+        MaskOutlierTerm(FitConfig())(ctx)
+    occ, fg = ctx.occlusion
+    inside, visible = fg & scene.box, fg & ~scene.box
+    m_in = (occ * inside).flatten(1).sum(1) / inside.flatten(1).sum(1)
+    m_vis = (occ * visible).flatten(1).sum(1) / visible.flatten(1).sum(1)
+    print(f"filled-in mask: occluder {m_in.tolist()}, visible {m_vis.tolist()}")
+    assert float(m_in.mean()) >= 0.6 and float(m_vis.mean()) <= 0.15, (m_in.tolist(), m_vis.tolist())
