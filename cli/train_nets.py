@@ -187,6 +187,8 @@ def gmm(data: tuple[str, ...], network_path: str, out: str, body_spec: str, num_
                    "engine's crop camera and pose sampler (the first default's data).")
 @click.option("--holdout-fraction", default=0.1, show_default=True,
               help="Share of clips held out (same split as `train prior`); scored after training.")
+@click.option("--crop-fraction", default=0.3, show_default=True,
+              help="With --camera photo: share of each batch from crop-camera data (the synthetic images' camera).")
 @click.option("--body", "body_spec", default="free", show_default=True)
 @click.option("--samples", default=60_000, show_default=True, help="Synthetic keypoint sets drawn.")
 @click.option("--steps", default=6_000, show_default=True)
@@ -196,7 +198,7 @@ def gmm(data: tuple[str, ...], network_path: str, out: str, body_spec: str, num_
 @click.option("--seed", default=0, show_default=True)
 @click.option("--quiet", is_flag=True)
 def regressor(network_path: str, out: str, data: tuple[str, ...], max_images: int, poses: tuple[str, ...],
-              camera: str, holdout_fraction: float, body_spec: str, samples: int,
+              camera: str, holdout_fraction: float, crop_fraction: float, body_spec: str, samples: int,
               steps: int, batch_size: int, lr: float, half: bool, seed: int, quiet: bool) -> None:
     """Train the SMPL regressor of a network from 2D keypoints (no images needed) and write OUT.
 
@@ -228,7 +230,7 @@ def regressor(network_path: str, out: str, data: tuple[str, ...], max_images: in
         sets = [predicted_keypoint_set(net, d, max_images=max_images, progress=not quiet) for d in data]
         predicted = {k: torch.cat([s[k] for s in sets]) for k in sets[0]}
     cfg = RegressorConfig(samples=samples, steps=steps, batch_size=batch_size, lr=lr, seed=seed, camera=camera,
-                          poses=tuple(poses), holdout_fraction=holdout_fraction)
+                          poses=tuple(poses), holdout_fraction=holdout_fraction, crop_fraction=crop_fraction)
     history = train_regressor(net, body, cfg, predicted=predicted, progress=not quiet)
     if camera == "photo" and holdout_fraction > 0:
         from neuralfit.training.regressor import heldout_keypoint_set, lifter_pa_mpjpe

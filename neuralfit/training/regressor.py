@@ -129,6 +129,9 @@ class RegressorConfig:
     #: shipped DeepMimic + CMU sets. Clips are split as the prior's are (``holdout_fraction``).
     poses: tuple[str, ...] = ()
     holdout_fraction: float = 0.1
+    #: With "photo": share of each batch drawn from the crop-camera data instead (the synthetic images'
+    #: camera and the network's own 24 heatmap joints), so the image path does not regress.
+    crop_fraction: float = 0.3
     photo: PhotoCameraConfig = field(default_factory=PhotoCameraConfig)
 
 
@@ -308,6 +311,8 @@ def train_regressor(net: Any, body: Any, config: RegressorConfig | None = None,
     if photo:
         train_poses, _ = lifter_pose_sets(cfg)
         data = sample_photo_keypoint_set(body, train_poses, cfg.samples, res, cfg.photo, seed=cfg.seed)
+        n_crop_samples = int(round(cfg.samples * cfg.crop_fraction))
+        crop_data = sample_keypoint_set(body, n_crop_samples, res, cfg) if n_crop_samples else None
     elif cfg.camera == "crop":
         data = sample_keypoint_set(body, cfg.samples, res, cfg, progress=progress)
     else:
@@ -322,18 +327,26 @@ def train_regressor(net: Any, body: Any, config: RegressorConfig | None = None,
     w = {"pose": cfg.w_pose, "betas": cfg.w_betas, "joints3d": cfg.w_joints3d, "keypoints2d": cfg.w_keypoints2d,
          "cam": cfg.w_cam}
     n_pred = 0 if predicted is None else int(round(cfg.batch_size * cfg.predicted_fraction))
+    n_crop = int(round((cfg.batch_size - n_pred) * cfg.crop_fraction)) if photo and crop_data is not None else 0
     history = log if log is not None else []
     net.regressor.train()
     bar = tqdm(range(cfg.steps), desc="train regressor", disable=not progress, dynamic_ncols=True)
     t0 = time.time()
     for step in bar:
-        idx = torch.randint(0, len(data["rotmat"]), (cfg.batch_size - n_pred,), generator=gen)
+        idx = torch.randint(0, len(data["rotmat"]), (cfg.batch_size - n_pred - n_crop,), generator=gen)
         batch = {k: v[idx] for k, v in data.items()}
         if photo:
             inp = detector_keypoints(data, idx, names, res, photo_corruption, cfg.photo, gen)
         else:
             inp = corrupt_keypoints(batch["keypoints"], names, res, cfg, gen, batch["face_visible"])
         focal = batch.get("focal")
+        if n_crop:
+            ci = torch.randint(0, len(crop_data["rotmat"]), (n_crop,), generator=gen)
+            cb = {k: v[ci] for k, v in crop_data.items()}
+            for k in ("rotmat", "betas", "joints3d", "keypoints"):
+                batch[k] = torch.cat([batch[k], cb[k]])
+            inp = torch.cat([inp, corrupt_keypoints(cb["keypoints"], names, res, cfg, gen, cb["face_visible"])])
+            focal = torch.cat([focal, torch.full((n_crop,), default_focal(res))])
         if n_pred:
             pi = torch.randint(0, len(predicted["rotmat"]), (n_pred,), generator=gen)
             for k in ("rotmat", "betas", "joints3d", "keypoints"):
