@@ -67,7 +67,7 @@ def fit(images: tuple[Path, ...], out: Path, body_spec: str, prior: str, network
     from neuralfit.pipeline import FitImageConfig
 
     cfg = FitImageConfig(method=method, init=init, focal=focal, fov=fov, batch_size=batch_size,
-                         write_overlay=not no_overlay, fit=FitConfig.occluded().with_settings(settings))
+                         write_overlay=not no_overlay, fit=FitConfig.photo().with_settings(settings))
     with torch_threads(threads):
         _run(images, out, body_spec, prior, network, neural_model, keypoints, bbox, device, cfg, quiet)
 

@@ -60,7 +60,7 @@ class FitImageConfig:
         res: crop size in pixels when no network fixes it (a network uses its checkpoint's input_res).
         box_padding: crop side = ``box_padding`` x the longer side of the person box (SPIN: 1.2).
         batch_size: photos per chunk (all people of a chunk are fitted together).
-        fit: fitter settings; None = ``FitConfig.occluded()``. Keypoint gating is its
+        fit: fitter settings; None = ``FitConfig.photo()``. Keypoint gating is its
             ``min_keypoint_confidence``; its ``second_hypothesis`` is also forced on for people whose
             start cannot tell front from back (the mean-pose start).
         write_overlay: render overlay.png / side.png / occlusion.png (the slowest part of writing).
@@ -164,7 +164,7 @@ class ImageFitter:
                 raise NeuralfitError(f"neural model {self.neural_model_path} has {self.neural_model.dim}-d features "
                                      f"but network {self.network_path} makes {self.net.config.feature_dim}-d ones")
         self.res = int(self.net.config.input_res) if self.net is not None else int(self.config.res)
-        base = self.config.fit or FitConfig.occluded()
+        base = self.config.fit or FitConfig.photo()
         self.fit_config = method_config(self.method, base) if self.method != "regressor" else None
         self._detector = None
         self.load_seconds = time.perf_counter() - t0
