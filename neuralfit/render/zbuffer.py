@@ -1,7 +1,7 @@
 """A vectorised numpy z-buffer rasteriser: the synthetic data engine's renderer and the shaded previews' one.
 
 PyTorch3D's CPU rasteriser is O(pixels x faces) and takes ~0.8 s for a 5k-face mesh at 224 px
-(docs/../DESIGN.md), far too slow for making datasets. At the sizes the data engine renders (a
+(benchmarks/synth_speed.py), far too slow for making datasets. At the sizes the data engine renders (a
 person ~200 px tall, 10-30k faces), most triangles cover only a few pixels, so rasterising
 *all faces at once* in numpy is fast: each face enumerates the pixel centres of its bounding box
 (faces are bucketed by bounding-box size so the enumeration stays dense), keeps those inside the
