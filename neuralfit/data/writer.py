@@ -157,7 +157,8 @@ def generate_dataset(
     stopped; the result is byte-identical to an uninterrupted run with any number of workers.
     Returns the path of annotations.npz.
     """
-    from neuralfit.data.synth import PoseShapeSource, SynthConfig
+    from neuralfit.data.poses import PoseShapeSource
+    from neuralfit.data.synth import SynthConfig
 
     config = config or SynthConfig()
     config.preset()  # validate the preset name early
