@@ -136,7 +136,7 @@ def make_config(sets: dict[str, Any]):
         raise NeuralfitError(f"--set: unknown setting(s) {', '.join(bad)} (FitImageConfig: {', '.join(sorted(top))})")
     cfg = FitImageConfig(**plain)
     if nested:
-        base = cfg.fit or FitConfig.occluded()
+        base = cfg.fit or FitConfig.photo()  # what the pipeline uses when config.fit is None
         cfg = dataclasses.replace(cfg, fit=dataclasses.replace(base, **nested))
     return cfg
 
