@@ -2,7 +2,7 @@
 
 Used by ``benchmarks/real_multiview.py`` (docs/real_benchmark.md). Everything here is numpy/OpenCV
 and works on any calibrated rig; the Qualisys ``.qca.txt`` reader follows the conventions verified on
-Pose2Sim's demo (DESIGN.md):
+Pose2Sim's demo (docs/real_benchmark.md, "Calibration conventions"):
 
 - intrinsics are stored in 1/64 pixel: ``fx = focalLengthU / 64``, ``cx = centerPointU / 64 - fov left``;
 - ``R = diag(1, -1, -1) @ M`` with ``M`` the ``transform`` r11..r33 read row by row, ``t = -R @ position / 1000``
@@ -224,7 +224,7 @@ def refine_rotations(cams: list[Camera], keypoints: list[np.ndarray], rounds: in
                      min_conf: float = 0.5, max_reproj: float = 25.0) -> tuple[list[Camera], np.ndarray]:
     """Rotation-only refinement of every camera on 2D keypoints (positions and intrinsics kept).
 
-    The calibration's rotations are off by up to ~0.7 deg (DESIGN.md): that leaves a 10-15 px
+    The calibration's rotations are off by up to ~0.7 deg (docs/real_benchmark.md): that leaves a 10-15 px
     reprojection bias that the keypoints can remove. Alternates triangulation and a per-camera
     robust (soft-L1) least-squares fit of a small rotation, ``rounds`` times.
 
