@@ -279,15 +279,10 @@ class Scores:
 
 
 def _procrustes(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    """Similarity-align pred (J, 3) to gt (J, 3) (Umeyama, det +1)."""
-    mp, mg = pred.mean(0), gt.mean(0)
-    x, y = pred - mp, gt - mg
-    U, S, Vt = np.linalg.svd(y.T @ x)
-    d = np.sign(np.linalg.det(U @ Vt)) or 1.0
-    D = np.diag([1.0, 1.0, d])
-    R = U @ D @ Vt
-    s = (S * np.diag(D)).sum() / max((x**2).sum(), 1e-12)
-    return s * x @ R.T + mg
+    """Similarity-align pred (J, 3) to gt (J, 3): the package's one Procrustes, on one sample."""
+    from neuralfit.eval.metrics import procrustes_align
+
+    return procrustes_align(np.asarray(pred, np.float64)[None], np.asarray(gt, np.float64)[None])[0]
 
 
 def score_limb12(pred: np.ndarray, gt: np.ndarray) -> Scores:

@@ -14,30 +14,8 @@ from typing import Any
 
 import torch
 
+from neuralfit.eval.metrics import pa_mpjpe, procrustes_align  # noqa: F401  (one Procrustes for the package)
 from neuralfit.training.contrastive import sample_at
-
-
-def procrustes_align(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
-    """Similarity transform (scale, rotation, translation) of (B, J, 3) ``pred`` best fitting ``gt`` (least squares)."""
-    mu_p = pred.mean(dim=1, keepdim=True)
-    mu_g = gt.mean(dim=1, keepdim=True)
-    x = pred - mu_p
-    y = gt - mu_g
-    var = (x**2).sum(dim=(1, 2))
-    k = x.transpose(1, 2) @ y  # (B, 3, 3)
-    u, s, vh = torch.linalg.svd(k)
-    # Reflection fix: force det(R) = +1 by flipping the smallest singular direction.
-    d = torch.sign(torch.linalg.det(u @ vh))
-    e = torch.ones_like(s)
-    e[:, -1] = d
-    r = (u * e[:, None, :]) @ vh  # rotation applied as x @ r
-    scale = (s * e).sum(dim=1) / var.clamp(min=1e-12)
-    return scale[:, None, None] * (x @ r) + mu_g
-
-
-def pa_mpjpe(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
-    """(B,) mean joint error after Procrustes alignment, in the inputs' units. pred, gt: (B, J, 3)."""
-    return (procrustes_align(pred, gt) - gt).norm(dim=-1).mean(dim=1)
 
 
 def mpjpe(pred: torch.Tensor, gt: torch.Tensor, pelvis: tuple[int, int] = (2, 3)) -> torch.Tensor:
