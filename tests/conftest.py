@@ -41,6 +41,22 @@ def free_body():
     return load_body_model("free")
 
 
+@pytest.fixture(scope="session")
+def fb(free_body):
+    """The free body behind the fitter's adapter (fast low-res posing)."""
+    from neuralfit.fitting import FitBody
+
+    return FitBody(free_body)
+
+
+@pytest.fixture(scope="session")
+def prior():
+    """The shipped default pose prior."""
+    from neuralfit.priors import load_pose_prior
+
+    return load_pose_prior("default")
+
+
 def make_synthetic_smpl(seed: int = 0) -> dict:
     """A 6890-vertex SMPL-format model: a closed-ish tube 1.7 m tall with SMPL's 24-joint tree.
 

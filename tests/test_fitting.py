@@ -8,21 +8,9 @@ from fitting_scenes import RES, SIZE, make_scene, oracle_model
 
 from neuralfit.errors import NeuralfitError
 from neuralfit.eval.metrics import pa_mpjpe
-from neuralfit.fitting import FitBatch, FitBody, FitConfig, Fitter, rotate_about_vertical
+from neuralfit.fitting import FitBatch, FitConfig, Fitter, rotate_about_vertical
 from neuralfit.fitting.losses import gmof, keypoint_loss, partseg_loss
 from neuralfit.render import CropCamera, rasterize
-
-
-@pytest.fixture(scope="module")
-def fb(free_body):
-    return FitBody(free_body)
-
-
-@pytest.fixture(scope="module")
-def prior():
-    from neuralfit.priors.default import load_pose_prior
-
-    return load_pose_prior("default")
 
 
 @pytest.fixture(scope="module")

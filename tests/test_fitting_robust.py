@@ -12,7 +12,7 @@ from fitting_scenes import RES, SIZE, make_scene, oracle_model
 
 from neuralfit.errors import NeuralfitError
 from neuralfit.eval.metrics import pa_mpjpe
-from neuralfit.fitting import FitBatch, FitBody, FitConfig, Fitter
+from neuralfit.fitting import FitBatch, FitConfig, Fitter
 from neuralfit.fitting.robust import MaskOutlierTerm, keypoint_mixture, keypoint_outlier_posteriors
 from neuralfit.fitting.terms import TermContext, default_terms
 from neuralfit.render import CropCamera, VisibilityCache, project, rasterize
@@ -34,18 +34,6 @@ class MaskFitter(Fitter):
             out.mask = batch.mask.float().to(self.device)
             size = int(out.mask.shape[1])
         return out, size
-
-
-@pytest.fixture(scope="module")
-def fb(free_body):
-    return FitBody(free_body)
-
-
-@pytest.fixture(scope="module")
-def prior():
-    from neuralfit.priors.default import load_pose_prior
-
-    return load_pose_prior("default")
 
 
 ROBUST = dict(keypoints_only=True, w_keypoints=0.0, w_keypoint_outlier=1.0)

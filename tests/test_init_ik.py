@@ -16,13 +16,6 @@ EXACT = IKConfig(pose_prior_weight=0.0, pose_l2_weight=1e-6, end_l2_weight=1e-6,
                  lm_iters=10)
 
 
-@pytest.fixture(scope="module")
-def prior():
-    from neuralfit.priors import load_pose_prior
-
-    return load_pose_prior("default")
-
-
 def _global_rotations(body, go: torch.Tensor, bp: torch.Tensor) -> torch.Tensor:
     b = go.shape[0]
     loc = axis_angle_to_matrix(torch.cat([go[:, None], bp.reshape(b, 23, 3)], 1))

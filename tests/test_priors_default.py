@@ -15,11 +15,6 @@ from neuralfit.errors import NeuralfitError
 
 
 @pytest.fixture(scope="module")
-def prior():
-    return load_pose_prior("default")
-
-
-@pytest.fixture(scope="module")
 def heldout(prior):
     from neuralfit.priors.train import TrainPriorConfig, training_sets
 
