@@ -52,8 +52,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    from neuralfit.eval.real_data import PEOPLE, build_set, find_demo, load_frame
-    from neuralfit.eval.real_methods import Runner, code_tag, parse_method, parse_sets, unsupported
+    from neuralfit.eval.real_data import build_set, find_demo, load_frame
+    from neuralfit.eval.real_methods import Runner, parse_selection, unsupported
     from neuralfit.eval.real_report import (
         contact_sheet,
         gt_summary,
@@ -65,13 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     from neuralfit.io.atomic import atomic_path
 
-    views = [int(v) for v in args.views.split(",")]
-    people = [p for p in args.people.split(",") if p]
-    if bad := [p for p in people if p not in PEOPLE]:
-        raise NeuralfitError(f"--people: unknown {bad}; expected {', '.join(PEOPLE)}")
-    specs = [parse_method(m) for m in (args.method or ["mediapipe3d", "default", "focal"])]
-    sets = parse_sets(args.set)
-    tag = args.tag or code_tag()
+    sel = parse_selection(args.views, args.people, args.method, args.set, args.tag)
+    views, people, specs, sets, tag = sel.views, sel.people, sel.specs, sel.sets, sel.tag
     print(f"fit cache tag: {tag}", file=sys.stderr)
     cache = Path(args.cache)
     demo = find_demo(args.demo)

@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     from neuralfit.data.appearance import PhotoBank
     from neuralfit.eval.multiview import score_limb12
     from neuralfit.eval.real_data import PEOPLE, build_set, find_demo, load_frame
-    from neuralfit.eval.real_methods import Runner, code_tag, parse_method, parse_sets, unsupported
+    from neuralfit.eval.real_methods import Runner, parse_selection, unsupported
     from neuralfit.eval.real_occluders import PLACEMENTS, Occluder, adv_candidates, place, worst_position
     from neuralfit.eval.real_report import item_tag, method_folder, occluded_table, run_method, score_rows
     from neuralfit.io.atomic import atomic_path, save_npz
@@ -62,13 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     placements = args.placement or list(PLACEMENTS)
     if bad := [p for p in placements if p not in PLACEMENTS]:
         raise NeuralfitError(f"--placement: unknown {bad}; expected {', '.join(PLACEMENTS)}")
-    views = [int(v) for v in args.views.split(",")]
-    people = [p for p in args.people.split(",") if p]
-    if bad := [p for p in people if p not in PEOPLE]:
-        raise NeuralfitError(f"--people: unknown {bad}; expected {', '.join(PEOPLE)}")
-    specs = [parse_method(m) for m in (args.method or ["mediapipe3d", "default", "focal"])]
-    sets = parse_sets(args.set)
-    tag = args.tag or code_tag()
+    sel = parse_selection(args.views, args.people, args.method, args.set, args.tag)
+    views, people, specs, sets, tag = sel.views, sel.people, sel.specs, sel.sets, sel.tag
     print(f"fit cache tag: {tag}", file=sys.stderr)
     cache = Path(args.cache)
     t0 = time.time()

@@ -202,6 +202,33 @@ def occlusion_score(occlusion: np.ndarray | None, body_mask: np.ndarray | None,
             float(occ[visible].mean()) if visible.any() else nan)
 
 
+@dataclass
+class Selection:
+    """What a real-benchmark run scores: views, people, method specs, config overrides and the fit cache tag."""
+
+    views: list[int]
+    people: list[str]
+    specs: list[MethodSpec]
+    sets: dict[str, Any]
+    tag: str
+
+
+def parse_selection(views: str, people: str, methods: list[str] | None, sets: list[str],
+                    tag: str | None) -> Selection:
+    """The command-line choices both real benchmarks share, checked (one-line errors)."""
+    from neuralfit.eval.real_data import PEOPLE
+
+    try:
+        view_ids = [int(v) for v in views.split(",")]
+    except ValueError:
+        raise NeuralfitError(f"--views {views!r}: expected comma-separated view numbers, e.g. 0,1,2,3") from None
+    who = [p for p in people.split(",") if p]
+    if bad := [p for p in who if p not in PEOPLE]:
+        raise NeuralfitError(f"--people: unknown {bad}; expected {', '.join(PEOPLE)}")
+    specs = [parse_method(m) for m in (methods or ["mediapipe3d", "default", "focal"])]
+    return Selection(view_ids, who, specs, parse_sets(sets), tag or code_tag())
+
+
 def code_tag() -> str:
     """8 hex digits naming the fitting code and assets a fit ran with (the package's sources outside
     ``neuralfit/eval``, ``priors/``, and the asset files' sizes): fits cached under another tag are
