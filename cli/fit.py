@@ -12,7 +12,14 @@ import sys
 from pathlib import Path
 
 import click
-from neuralfit.cli.options import device_option, quiet_option, threads_option, torch_threads
+from neuralfit.cli.options import (
+    check_out_dir,
+    device_option,
+    overwrite_option,
+    quiet_option,
+    threads_option,
+    torch_threads,
+)
 
 EXIT_SOME_FAILED = 3
 
@@ -53,11 +60,12 @@ EXIT_SOME_FAILED = 3
 @threads_option(help="CPU threads for torch. The fit's tensors are small, so extra threads mostly wait (2 threads "
                      "took 5x the CPU time of 1 in benchmarks/fit_photo_speed.py); raise it for big batches.")
 @click.option("--no-overlay", is_flag=True, help="Skip overlay.png / side.png / occlusion.png.")
+@overwrite_option
 @quiet_option
 def fit(images: tuple[Path, ...], out: Path, body_spec: str, prior: str, network: Path | None,
         neural_model: Path | None, keypoints: Path | None, bbox: str | None, device: str, method: str | None,
         init: str, focal: float | None, fov: float | None, settings: tuple[str, ...], batch_size: int,
-        threads: int, no_overlay: bool, quiet: bool) -> None:
+        threads: int, no_overlay: bool, overwrite: bool, quiet: bool) -> None:
     """Fit SMPL-format bodies to the people in IMAGE(s), in each photo's own camera.
 
     Exit status: 0 all photos fitted; 3 some had no person or failed (one warning line each, the
@@ -69,10 +77,11 @@ def fit(images: tuple[Path, ...], out: Path, body_spec: str, prior: str, network
     cfg = FitImageConfig(method=method, init=init, focal=focal, fov=fov, batch_size=batch_size,
                          write_overlay=not no_overlay, fit=FitConfig.photo().with_settings(settings))
     with torch_threads(threads):
-        _run(images, out, body_spec, prior, network, neural_model, keypoints, bbox, device, cfg, quiet)
+        _run(images, out, body_spec, prior, network, neural_model, keypoints, bbox, device, cfg, overwrite, quiet)
 
 
-def _run(images, out, body_spec, prior, network, neural_model, keypoints, bbox, device, cfg, quiet) -> None:
+def _run(images, out, body_spec, prior, network, neural_model, keypoints, bbox, device, cfg, overwrite,
+         quiet) -> None:
     from neuralfit.pipeline import ImageFitter, parse_bbox
 
     log = logging.getLogger("neuralfit.fit")
@@ -87,9 +96,9 @@ def _run(images, out, body_spec, prior, network, neural_model, keypoints, bbox, 
         from neuralfit.detect import load_keypoints_json
 
         kps = [load_keypoints_json(keypoints, image_name=p.name) for p in images]
-    from neuralfit.io.folder import check_writable
-
-    check_writable(out)
+    # Checked, not created: the folder appears only once a photo is written (a run that fails while
+    # loading assets leaves nothing behind).
+    check_out_dir(out, overwrite=overwrite, marker_files=[f"{Path(p).stem}/fit.json" for p in images])
     with ImageFitter(body_spec, None if prior.lower() == "none" else prior, network, neural_model, cfg,
                      device) as fitter:
         log.info("method: %s (%s)", fitter.method, fitter.method_reason)

@@ -33,7 +33,7 @@ from neuralfit import __version__
 from neuralfit.assets import default_assets
 from neuralfit.errors import NeuralfitError
 from neuralfit.photo.outputs import RunInfo, keypoint_errors, project_points, write_image_fit
-from neuralfit.photo.people import Person, crop_from_box, find_people, parse_bbox
+from neuralfit.photo.people import Person, box_in_photo, crop_from_box, find_people, parse_bbox
 from neuralfit.photo.results import ImageFit, PersonFit
 
 if TYPE_CHECKING:  # torch-free at import time: neuralfit.fitting imports torch
@@ -281,6 +281,12 @@ class ImageFitter:
                 continue
             pics.append(pic)
             r.image_size = pic.shape[:2]
+            if box is not None and not box_in_photo(box, r.image_size):
+                # A box off the photo would "fit" a body to padding and report success.
+                r.status = "failed"
+                r.message = (f"--bbox {','.join(f'{v:g}' for v in box)} lies outside the "
+                             f"{r.image_size[1]}x{r.image_size[0]} photo")
+                continue
             cam = photo_intrinsics(r.image_size, image if is_path else None, focal=self.config.focal,
                                    fov=self.config.fov, K=self.K)
             r.focal_length, r.principal_point = float(cam.focal), np.asarray(cam.principal_point, np.float64)

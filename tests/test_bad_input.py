@@ -212,7 +212,6 @@ def test_check_dataset_and_image(tmp_path: Path):
 
 PHOTO = Path("/usr/share/doc/opencv-doc/examples/data/messi5.jpg")  # 548 x 342, one person
 needs_photo = pytest.mark.skipif(not PHOTO.is_file(), reason="no real photo (apt-get install opencv-doc)")
-CORE = "cli/fit.py / neuralfit/pipeline.py belong to helper 'core'; see docs/errors.md"
 
 
 @pytest.fixture(scope="module")
@@ -338,7 +337,6 @@ def test_cli_train_epochs_zero_writes_nothing(tiny_set: Path, tmp_path: Path, ca
 
 
 @needs_photo
-@pytest.mark.xfail(strict=True, reason=f"box outside the photo is not checked yet; {CORE}")
 def test_cli_fit_bbox_outside_photo(tmp_path: Path, capsys, monkeypatch):
     r = run_cli(["fit", PHOTO, "--out", tmp_path / "f", "--bbox", "5000,5000,6000,6000", "--method", "regressor",
                  "--no-overlay"], capsys, monkeypatch)
@@ -349,7 +347,6 @@ def test_cli_fit_bbox_outside_photo(tmp_path: Path, capsys, monkeypatch):
     assert len(lines) == 1 and "bbox" in lines[0].lower() and "5000" in lines[0], r.err
 
 
-@pytest.mark.xfail(strict=True, reason=f"fit creates --out before it loads the network; {CORE}")
 def test_cli_failed_fit_leaves_no_out_folder(inputs: dict[str, Path], capsys, monkeypatch):
     work = inputs["png"].parent
     before = listing(work)
@@ -359,7 +356,6 @@ def test_cli_failed_fit_leaves_no_out_folder(inputs: dict[str, Path], capsys, mo
 
 
 @needs_photo
-@pytest.mark.xfail(strict=True, reason=f"fit replaces results in --out without a word, has no --overwrite; {CORE}")
 def test_cli_fit_refuses_to_overwrite_results(tmp_path: Path, capsys, monkeypatch):
     args = ["fit", PHOTO, "--out", tmp_path / "f", "--method", "regressor", "--no-overlay", "-q"]
     first = run_cli(args, capsys, monkeypatch)

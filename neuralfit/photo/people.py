@@ -65,6 +65,12 @@ def parse_bbox(text: str) -> np.ndarray:
     return np.asarray(vals, dtype=np.float32)
 
 
+def box_in_photo(box: np.ndarray, image_hw: tuple[int, int]) -> bool:
+    """Whether the box ``x0, y0, x1, y1`` overlaps the (h, w) photo at all."""
+    h, w = image_hw
+    return bool(box[0] < w and box[1] < h and box[2] > 0 and box[3] > 0)
+
+
 def crop_from_box(bbox: np.ndarray, padding: float = 1.2) -> tuple[np.ndarray, float]:
     """SPIN-style crop of a box: ``center`` (2,) and ``scale`` = padding * longer side / 200."""
     x0, y0, x1, y1 = (float(v) for v in bbox)
