@@ -408,7 +408,8 @@ def test_cli_exit_status_and_one_line_messages(tmp_path, monkeypatch, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     code, err = _run_cli(monkeypatch, capsys, tmp_path / "text.png", "--out", blocker / "sub")
-    assert code == 1 and err.strip().startswith("error: output folder") and len(err.strip().splitlines()) == 1
+    assert code == 1 and err.strip().startswith("error: --out") and "is not a folder" in err
+    assert len(err.strip().splitlines()) == 1
 
     code, err = _run_cli(monkeypatch, capsys, tmp_path / "text.png", "--out", tmp_path / "o2", "--bbox", "1,2")
     assert code == 1 and "--bbox" in err and not (tmp_path / "o2").exists()
