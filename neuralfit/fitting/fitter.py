@@ -218,6 +218,15 @@ class Fitter:
                 raise _shape_error("mask", m, f"(B={B}, H, H) matching the feature map")
             out.mask = m.float().to(dev)
             size = int(m.shape[1])
+        elif batch.mask is not None and self.config.w_mask_outlier > 0:
+            # The mask-outlier term runs for the keypoints fit too (docs/occlusion.md); its size sets the
+            # rasterisation grid.
+            m = batch.mask
+            if not torch.is_tensor(m) or m.ndim != 3 or m.shape[0] != B or m.shape[1] != m.shape[2] or \
+                    (size is not None and m.shape[1] != size):
+                raise _shape_error("mask", m, f"(B={B}, H, H) matching the feature map")
+            out.mask = m.float().to(dev)
+            size = int(m.shape[1])
         if batch.keypoints is not None:
             k = batch.keypoints
             ks = self.body.keypoint_sets.get(batch.joint_set)

@@ -70,7 +70,7 @@ def fit_batch(start: StartParams, obs: Observations, method: str) -> FitBatch:
     return FitBatch(start.global_orient, start.body_pose, start.transl, start.betas, res=int(obs.res),
                     features=obs.features if neural else None, part_probs=obs.part_probs if neural else None,
                     keypoints=obs.keypoints, joint_set=obs.joint_set if obs.keypoints is not None else "smpl24",
-                    mask=obs.mask if neural else None, focal=obs.focal, principal_point=obs.principal_point)
+                    mask=obs.mask, focal=obs.focal, principal_point=obs.principal_point)
 
 
 def observations_from_prediction(pred: Any, keypoints: torch.Tensor | None = None,

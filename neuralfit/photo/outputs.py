@@ -75,6 +75,9 @@ def fit_summary(r: ImageFit, info: RunInfo | None = None) -> dict[str, Any]:
                                  "terms": p.terms, "hypothesis": p.hypothesis, "start": p.start,
                                  "occlusion_fraction": p.occlusion_fraction, "joint_set": p.joint_set,
                                  "transl": p.transl}
+        if p.keypoint_outlier is not None:  # p(outlier) per keypoint of joint_set; null = not observed
+            entry["keypoint_outlier"] = [None if not np.isfinite(v) else round(float(v), 4)
+                                         for v in p.keypoint_outlier]
         err = keypoint_errors(p)
         if err is not None:
             size = float(max(p.bbox[2] - p.bbox[0], p.bbox[3] - p.bbox[1]))

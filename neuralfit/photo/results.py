@@ -24,6 +24,7 @@ class PersonFit:
         occlusion_fraction: share of rendered body pixels explained by clutter (neural method).
         start: where the fit started (``neuralfit.photo.start``: mediapipe3d, lifter, network, file, mean).
         occlusion: (h, w) occlusion posterior over the crop's feature map, or None.
+        keypoint_outlier: (J,) posterior p(outlier) of each fitted keypoint (NaN: not observed), or None.
     """
 
     betas: np.ndarray
@@ -44,6 +45,7 @@ class PersonFit:
     occlusion_fraction: float = 0.0
     start: str = ""
     occlusion: np.ndarray | None = field(default=None, repr=False)
+    keypoint_outlier: np.ndarray | None = None
 
 
 @dataclass

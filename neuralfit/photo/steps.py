@@ -56,6 +56,7 @@ class FittedPerson:
     hypothesis: int = 0
     occlusion: np.ndarray | None = None
     occlusion_fraction: float = 0.0
+    keypoint_outlier: np.ndarray | None = None  # (J,) p(outlier) per keypoint, NaN = not observed
 
 
 def crop_people(pics: list, people: list[Person], results: list[ImageFit], res: int, padding: float,
@@ -151,15 +152,23 @@ def fit_all(method: str, crops: list[PersonCrop], starts: list[PersonStart], pre
                                                         dtype=torch.float32))
         if method == "neural":
             obs.features, obs.part_probs = pred["features"][sel], pred["part_probs"][sel]
-            if any(crops[j].mask is not None for j in members):
-                # A person without a mask (user keypoints) gets 0.5 everywhere: no evidence either way.
-                size = int(obs.features.shape[-1])
-                obs.mask = torch.tensor(np.stack([crops[j].mask if crops[j].mask is not None else
-                                                  np.full((size, size), 0.5, np.float32) for j in members]))
+        masks = [crops[j].mask for j in members]
+        if any(m is not None for m in masks):
+            # Both methods read the person mask (the keypoints fit through the mask-outlier term, which gives
+            # the default its occlusion map). Without a mask (user keypoints): 0.5, no evidence either way.
+            size = next(m for m in masks if m is not None).shape[0]
+            obs.mask = torch.tensor(np.stack([m if m is not None else np.full((size, size), 0.5, np.float32)
+                                              for m in masks]))
         start = StartParams.cat([starts[j].params for j in members])
         cfg = config if knows_facing else config.with_(second_hypothesis=True)
         fitter = Fitter(body, neural_model if method == "neural" else None, prior, cfg, device=device)
-        res = fitter.fit(fit_batch(start, obs, method))
+        batch = fit_batch(start, obs, method)
+        res = fitter.fit(batch)
+        outlier = None
+        if batch.keypoints is not None:
+            from neuralfit.fitting.robust import keypoint_outlier_posteriors
+
+            outlier = keypoint_outlier_posteriors(body, batch, res, cfg).cpu().numpy()
         for b, j in enumerate(members):
             out[j] = FittedPerson(
                 res.global_orient[b].cpu().numpy(), res.body_pose[b].cpu().numpy(), res.betas[b].cpu().numpy(),
@@ -167,7 +176,8 @@ def fit_all(method: str, crops: list[PersonCrop], starts: list[PersonStart], pre
                 {k: float(v[b]) for k, v in res.terms.items()},
                 int(res.hypothesis[b]) if res.hypothesis is not None else 0,
                 None if res.occlusion is None else res.occlusion[b].float().cpu().numpy(),
-                float(res.occlusion_fraction[b]) if res.occlusion_fraction is not None else 0.0)
+                float(res.occlusion_fraction[b]) if res.occlusion_fraction is not None else 0.0,
+                None if outlier is None else outlier[b])
     return out  # type: ignore[return-value]
 
 
@@ -207,7 +217,8 @@ def finish_image(pic: np.ndarray, r: ImageFit, people: list[Person], crops: list
             vertices=posed.vertices[0].cpu().numpy().astype(np.float32), bbox=p.bbox, center=c.crop.center,
             scale=float(c.crop.scale), keypoints=p.keypoints, joint_set=p.joint_set if p.keypoints is not None
             else None, keypoints_fit=kp_fit, loss=fit.loss, terms=fit.terms, hypothesis=fit.hypothesis,
-            occlusion_fraction=fit.occlusion_fraction, start=s.source, occlusion=fit.occlusion))
+            occlusion_fraction=fit.occlusion_fraction, start=s.source, occlusion=fit.occlusion,
+            keypoint_outlier=fit.keypoint_outlier))
         if fit.occlusion is not None and occ_img is not None:
             m = fit.occlusion
             aff = c.crop.affine(m.shape[0])  # photo -> occlusion-map coordinates
