@@ -8,6 +8,7 @@ model) the occlusion map lights up the occluder.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -80,8 +81,18 @@ def test_outputs_on_disk(photo_fits):
     results, out = photo_fits
     for r in results:
         names = sorted(x.name for x in (out / r.stem).iterdir())
-        assert names == ["fit.json", "mesh.obj", "overlay.png", "params.npz"]
+        # The default keypoints fit makes an occlusion map too (mediapipe's person mask, issue 16).
+        assert {"fit.json", "mesh.obj", "overlay.png", "params.npz", "occlusion.png"} <= set(names)
         assert r.overlay.shape == r.photo.shape and r.body_mask.mean() > 0.01
+        occ = np.load(out / r.stem / "params.npz")["occlusion"]
+        assert occ.shape == r.photo.shape[:2] and occ.dtype == np.float16
+        assert np.isfinite(occ).all() and 0.0 <= occ.min() and occ.max() <= 1.0
+        info = json.loads((out / r.stem / "fit.json").read_text())
+        post = info["people"][0]["keypoint_outlier"]
+        assert len(post) == len(r.people[0].keypoints)
+        seen = [v for v in post if v is not None]
+        # Clean photos: mediapipe's keypoints are mostly inliers of the fit.
+        assert len(seen) >= 10 and all(0.0 <= v <= 1.0 for v in seen) and np.median(seen) < 0.5
 
 
 def _occluded_legs(img: np.ndarray, kp: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]:

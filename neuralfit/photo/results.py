@@ -101,13 +101,14 @@ class ImageFit:
     def params(self) -> dict[str, np.ndarray]:
         """The arrays of params.npz (P people): betas (P,10), global_orient (P,3), body_pose (P,69),
         transl (P,3), joints3d (P,24,3), bbox (P,4), focal_length (), principal_point (2,), K (3,3),
-        image_size (2,)."""
+        image_size (2,); occlusion (H, W) float16 when the fit made an occlusion map (the photo-size map of
+        occlusion.png; float16 keeps the file small and a posterior needs no more precision)."""
         ps = self.people
 
         def stack(name: str) -> np.ndarray:
             return np.stack([np.asarray(getattr(p, name), dtype=np.float32) for p in ps]).astype(np.float32)
 
-        return {
+        out = {
             "betas": stack("betas"), "global_orient": stack("global_orient"), "body_pose": stack("body_pose"),
             "transl": stack("transl"), "joints3d": stack("joints3d"), "bbox": stack("bbox"),
             "focal_length": np.float32(self.focal_length),
@@ -115,3 +116,6 @@ class ImageFit:
             "K": self.K.astype(np.float32),
             "image_size": np.asarray(self.image_size, dtype=np.int32),
         }  # fmt: skip
+        if self.occlusion is not None:
+            out["occlusion"] = np.asarray(self.occlusion).astype(np.float16)
+        return out
