@@ -170,3 +170,21 @@ def test_occlusion_map_lights_up_the_occluder(tmp_path):
     assert occ_in > 0.5 and occ_in > occ_out + 0.3, (occ_in, occ_out)
     viol = JointLimitPrior().violations(torch.tensor(r.people[0].body_pose)[None])[0]
     assert not viol[LEG_JOINTS].any()
+
+
+def test_box_where_mediapipe_finds_nobody_still_fits(tmp_path):
+    """Issue 16 d4 (no lost frames): a --bbox on a photo region without a person (aloeL.jpg: plants) still
+    gives a fitted body, started from the network's heatmap keypoints, and fit.json says so."""
+    from neuralfit.pipeline import fit_image
+
+    photo = DATA / "aloeL.jpg"
+    if not photo.is_file():
+        pytest.skip("aloeL.jpg not installed")
+    box = np.array([100, 50, 300, 400], np.float32)
+    assert fit_image([str(photo)], tmp_path / "probe", method="keypoints")[0].status == "no_person"
+    r = fit_image([str(photo)], tmp_path / "out", method="keypoints", bbox=box)[0]
+    assert r.ok and len(r.people) == 1
+    info = json.loads((tmp_path / "out" / "aloeL" / "fit.json").read_text())
+    assert info["status"] == "ok" and info["people"][0]["observations"] == "network"
+    assert info["people"][0]["start"] in {"lifter", "network", "mean"}
+    assert np.isfinite(r.people[0].vertices).all()

@@ -218,7 +218,9 @@ def finish_image(pic: np.ndarray, r: ImageFit, people: list[Person], crops: list
             scale=float(c.crop.scale), keypoints=p.keypoints, joint_set=p.joint_set if p.keypoints is not None
             else None, keypoints_fit=kp_fit, loss=fit.loss, terms=fit.terms, hypothesis=fit.hypothesis,
             occlusion_fraction=fit.occlusion_fraction, start=s.source, occlusion=fit.occlusion,
-            keypoint_outlier=fit.keypoint_outlier))
+            keypoint_outlier=fit.keypoint_outlier,
+            # No detected keypoints: a --bbox where mediapipe found nobody, fitted to the network's heatmaps.
+            observations="keypoints" if p.keypoints is not None else "network"))
         if fit.occlusion is not None and occ_img is not None:
             m = fit.occlusion
             aff = c.crop.affine(m.shape[0])  # photo -> occlusion-map coordinates
