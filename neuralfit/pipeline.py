@@ -248,7 +248,7 @@ class ImageFitter:
                             r.timings["write"] = time.perf_counter() - t0
                         if not r.ok:
                             log.warning("%s: %s", r.source, r.message)
-                        for w in r.camera_warnings:
+                        for w in [*r.camera_warnings, *r.warnings]:
                             log.warning("%s: %s", r.source, w)
                         if bar is not None:
                             bar.update(1)

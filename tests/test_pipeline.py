@@ -546,3 +546,20 @@ def test_mediapipe3d_start_wires_the_world_landmarks_into_the_fit(free_body, syn
     assert p.start == "mediapipe3d" and p.hypothesis == 0
     err = np.linalg.norm((p.joints3d - p.joints3d[0]) - (truth - truth[0]), axis=1)
     assert err.mean() < 0.04, err.mean()
+
+
+def test_torso_outside_the_box_is_a_warning(free_body, synthetic_photo, tmp_path):
+    """Issue 16 d4: a --bbox that does not hold the person the keypoints are on gives a fit whose torso lies
+    off the box: kept, but flagged with a warning in the result and fit.json; the matching box is not."""
+    from neuralfit.detect import PersonKeypoints
+
+    img, kp, _, _ = synthetic_photo
+    cfg = FitImageConfig(fit=_few_iters(s1=30, s2=10))
+    far = np.array([0, 0, 40, 40], np.float32)  # a corner of the photo, away from the keypoints
+    r = fit_image([img], tmp_path / "far", body=free_body, prior=None, method="keypoints", bbox=far,
+                  keypoints=[[PersonKeypoints("coco17", kp)]], config=cfg)[0]
+    assert r.ok and len(r.warnings) == 1 and "outside its box 0,0,40,40" in r.warnings[0]
+    assert json.loads((tmp_path / "far" / "image_0000" / "fit.json").read_text())["warnings"] == r.warnings
+    ok = fit_image([img], tmp_path / "ok", body=free_body, prior=None, method="keypoints",
+                   keypoints=[[PersonKeypoints("coco17", kp)]], config=cfg)[0]
+    assert ok.ok and ok.warnings == []

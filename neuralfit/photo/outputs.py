@@ -91,7 +91,7 @@ def fit_summary(r: ImageFit, info: RunInfo | None = None) -> dict[str, Any]:
                                       "K": r.K.tolist(), "source": r.camera_source, "warnings": r.camera_warnings,
                                       "frame": "OpenCV (x right, y down, z forward), metres"},
                            "people": people, "timings_s": {k: round(v, 4) for k, v in r.timings.items()},
-                           "occlusion_map": r.occlusion is not None}
+                           "occlusion_map": r.occlusion is not None, "warnings": r.warnings}
     if info is not None:
         out["settings"] = info.settings
         out["assets"] = info.assets

@@ -60,7 +60,8 @@ class ImageFit:
         status: "ok", "no_person" or "failed"; message: one line when not ok.
         method: the method used; method_reason: why (auto-selection, user choice).
         image_size: (H, W); focal_length, principal_point (2,): the photo's camera in pixels;
-        camera_source: where the focal came from (user, EXIF, default rule); camera_warnings: lines.
+        camera_source: where the focal came from (user, EXIF, default rule); camera_warnings: lines;
+            warnings: lines about the fit (logged as ``warning:`` and kept in fit.json).
         people: the fitted people (empty unless ok).
         occlusion: (H, W) float32 occlusion posterior over the photo (neural method), else None.
         overlay: (H, W, 3) uint8 picture of the bodies over the photo; side: the bodies seen from the
@@ -82,6 +83,7 @@ class ImageFit:
     principal_point: np.ndarray | None = None
     camera_source: str = ""
     camera_warnings: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # fit warnings (e.g. the torso outside the box)
     people: list[PersonFit] = field(default_factory=list)
     occlusion: np.ndarray | None = None
     overlay: np.ndarray | None = None

@@ -211,6 +211,13 @@ def finish_image(pic: np.ndarray, r: ImageFit, people: list[Person], crops: list
         if k3 is not None:
             kp_fit = project_points(k3.astype(np.float64), F, pp)
             kp_fit[~body.keypoint_sets[p.joint_set].valid.cpu().numpy()] = np.nan  # keypoints this body lacks
+        # The fitted torso (pelvis + shoulders, SMPL joints 0, 16, 17) off the person's box: mediapipe
+        # (or the heatmaps) found someone else than the box holds; the fit is kept but flagged.
+        torso = project_points(posed.joints[0, [0, 16, 17]].cpu().numpy().astype(np.float64), F, pp).mean(0)
+        x0, y0, x1, y1 = (float(v) for v in p.bbox)
+        if not (x0 <= torso[0] <= x1 and y0 <= torso[1] <= y1):
+            r.warnings.append(f"person {len(r.people)}: the fitted torso ({torso[0]:.0f}, {torso[1]:.0f}) lies "
+                              f"outside its box {x0:g},{y0:g},{x1:g},{y1:g}")
         r.people.append(PersonFit(
             betas=fit.betas, global_orient=fit.global_orient, body_pose=fit.body_pose,
             transl=fit.transl.astype(np.float32), joints3d=posed.joints[0].cpu().numpy().astype(np.float32),
