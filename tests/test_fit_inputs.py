@@ -106,3 +106,23 @@ def test_set_parser_types_values_by_the_fields():
                      ("lr=nan", "finite"), ("stage2_params=elbow", "stage parameters"), ("lr=-1", "positive")):
         with pytest.raises(NeuralfitError, match=msg):
             FitConfig().with_settings([bad])
+
+
+@pytest.mark.parametrize("w", [0.0, 0.01])
+def test_keypoints_fit_keeps_the_mask_for_the_occlusion_map(free_body, w):
+    """Issue 16 d3: a keypoints-only fit given a person mask runs the mask-outlier term when its weight is
+    positive, and so returns an occlusion map over the mask's grid; at weight 0 the mask is dropped."""
+    from neuralfit.fitting import FitBatch, FitConfig, Fitter
+
+    mask = torch.zeros(1, 16, 16)
+    mask[:, 2:14, 5:11] = 1.0  # a standing person's probability, 1 inside and 0 outside
+    batch = FitBatch(torch.tensor([[np.pi, 0.0, 0.0]]), torch.zeros(1, 69), torch.tensor([[0.0, 0.0, 20.0]]),
+                     keypoints=torch.zeros(1, 17, 3), joint_set="coco17", mask=mask)
+    cfg = FitConfig.photo(keypoints_only=True, w_mask_outlier=w, stage1_iters=0, stage2_iters=3)
+    res = Fitter(free_body, None, None, cfg).fit(batch)
+    if w == 0:
+        assert res.occlusion is None
+    else:
+        assert res.occlusion is not None and tuple(res.occlusion.shape) == (1, 16, 16)
+        # Posteriors, up to float32 rounding of 1 - p.
+        assert float(res.occlusion.min()) >= -1e-6 and float(res.occlusion.max()) <= 1.0 + 1e-6
