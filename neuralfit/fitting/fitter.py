@@ -211,16 +211,10 @@ class Fitter:
             size = int(p.shape[2])
         wants_mask = self.config.w_silhouette > 0 or (self.config.person_mask and self.neural_model is not None
                                                        and self.config.outlier and self.config.w_feature > 0)
-        if batch.mask is not None and wants_mask and not self.config.keypoints_only:
-            m = batch.mask
-            if not torch.is_tensor(m) or m.ndim != 3 or m.shape[0] != B or m.shape[1] != m.shape[2] or \
-                    (size is not None and m.shape[1] != size):
-                raise _shape_error("mask", m, f"(B={B}, H, H) matching the feature map")
-            out.mask = m.float().to(dev)
-            size = int(m.shape[1])
-        elif batch.mask is not None and self.config.w_mask_outlier > 0:
-            # The mask-outlier term runs for the keypoints fit too (docs/occlusion.md); its size sets the
-            # rasterisation grid.
+        # The mask-outlier term runs for the keypoints fit too (docs/occlusion.md); the mask's size then sets
+        # the rasterisation grid.
+        wants_mask = (wants_mask and not self.config.keypoints_only) or self.config.w_mask_outlier > 0
+        if batch.mask is not None and wants_mask:
             m = batch.mask
             if not torch.is_tensor(m) or m.ndim != 3 or m.shape[0] != B or m.shape[1] != m.shape[2] or \
                     (size is not None and m.shape[1] != size):
