@@ -9,15 +9,7 @@ import torch
 from neuralfit.errors import NeuralfitError
 from neuralfit.nets import blazepose as bp
 
-
-def _have_trunk() -> bool:
-    try:
-        return bp.interpreter_available() and bp.default_model_path().is_file()
-    except NeuralfitError:
-        return False
-
-
-needs_trunk = pytest.mark.skipif(not _have_trunk(), reason="needs mediapipe's pose_landmark_full.tflite and ai-edge-litert")
+needs_trunk = pytest.mark.skipif(not bp.trunk_available(), reason="needs mediapipe's pose_landmark_full.tflite and ai-edge-litert")
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +143,7 @@ def test_network_checkpoint_holds_no_trunk_weights(tmp_path) -> None:
 def _have_port() -> bool:
     import importlib.util
 
-    return _have_trunk() and importlib.util.find_spec("tflite") is not None
+    return bp.trunk_available() and importlib.util.find_spec("tflite") is not None
 
 
 @pytest.mark.skipif(not _have_port(), reason="needs the trunk, ai-edge-litert and tflite")

@@ -9,15 +9,7 @@ import torch
 from neuralfit.errors import NeuralfitError
 from neuralfit.nets import blazepose as bp
 
-
-def _have_trunk() -> bool:
-    try:
-        return bp.interpreter_available() and bp.default_model_path().is_file()
-    except NeuralfitError:
-        return False
-
-
-pytestmark = pytest.mark.skipif(not _have_trunk(), reason="needs mediapipe's pose_landmark_full.tflite and ai-edge-litert")
+pytestmark = pytest.mark.skipif(not bp.trunk_available(), reason="needs mediapipe's pose_landmark_full.tflite and ai-edge-litert")
 
 
 @pytest.fixture(scope="module")

@@ -97,6 +97,14 @@ def interpreter_available() -> bool:
     return importlib.util.find_spec("ai_edge_litert") is not None
 
 
+def trunk_available() -> bool:
+    """Whether the interpreter and mediapipe's trunk file are both here (what the backbone needs on CPU)."""
+    try:
+        return interpreter_available() and default_model_path().is_file()
+    except NeuralfitError:
+        return False
+
+
 # -- crop convention ----------------------------------------------------------------------------------------
 
 def crop_to_ghum(uv: np.ndarray | torch.Tensor, res: int) -> np.ndarray | torch.Tensor:
