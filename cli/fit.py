@@ -14,12 +14,15 @@ from pathlib import Path
 import click
 from neuralfit.cli.options import (
     check_out_dir,
+    check_positive_int,
     device_option,
     overwrite_option,
     quiet_option,
     threads_option,
     torch_threads,
 )
+
+from neuralfit.errors import NeuralfitError
 
 EXIT_SOME_FAILED = 3
 
@@ -41,6 +44,13 @@ EXIT_SOME_FAILED = 3
               help="OpenPose BODY-25 or COCO-17 keypoint JSON instead of mediapipe (COCO files are matched "
                    "to images by file name).")
 @click.option("--bbox", default=None, help="Person box x0,y0,x1,y1 in pixels (mediapipe looks inside it).")
+@click.option("--boxes", "boxes_file", type=click.Path(path_type=Path), default=None, metavar="FILE.json",
+              help="Person boxes per photo: JSON {\"img.jpg\": [[x0, y0, x1, y1], ...], ...} (or "
+                   "{\"bbox\": [...]} objects); [] = no person there; photos not named get the normal search "
+                   "(docs/fit.md). Not with --bbox.")
+@click.option("--max-people", type=int, default=None, metavar="N",
+              callback=lambda ctx, param, value: check_positive_int("--max-people", value),
+              help="Fit at most N people per photo (>= 1; default: the library's, FitImageConfig.max_people).")
 @device_option  # checks cpu | cuda | cuda:N (and that a GPU exists) while parsing
 @click.option("--method", type=click.Choice(["neural", "keypoints", "regressor"]), default=None,
               help="neural (full NeuralSMPL fit), keypoints (keypoints + priors only), regressor (the start, "
@@ -63,9 +73,10 @@ EXIT_SOME_FAILED = 3
 @overwrite_option
 @quiet_option
 def fit(images: tuple[Path, ...], out: Path, body_spec: str, prior: str, network: Path | None,
-        neural_model: Path | None, keypoints: Path | None, bbox: str | None, device: str, method: str | None,
-        init: str, focal: float | None, fov: float | None, settings: tuple[str, ...], batch_size: int,
-        threads: int, no_overlay: bool, overwrite: bool, quiet: bool) -> None:
+        neural_model: Path | None, keypoints: Path | None, bbox: str | None, boxes_file: Path | None,
+        max_people: int | None, device: str, method: str | None, init: str, focal: float | None,
+        fov: float | None, settings: tuple[str, ...], batch_size: int, threads: int,
+        no_overlay: bool, overwrite: bool, quiet: bool) -> None:
     """Fit SMPL-format bodies to the people in IMAGE(s), in each photo's own camera.
 
     Exit status: 0 all photos fitted; 3 some had no person or failed (one warning line each, the
@@ -74,14 +85,19 @@ def fit(images: tuple[Path, ...], out: Path, body_spec: str, prior: str, network
     from neuralfit.fitting import FitConfig
     from neuralfit.pipeline import FitImageConfig
 
+    if bbox is not None and boxes_file is not None:
+        raise NeuralfitError("--bbox and --boxes cannot be used together; put the box in the --boxes file instead")
+    # Only when given: None means the library's default, which is FitImageConfig's to decide.
+    extra = {} if max_people is None else {"max_people": max_people}
     cfg = FitImageConfig(method=method, init=init, focal=focal, fov=fov, batch_size=batch_size,
-                         write_overlay=not no_overlay, fit=FitConfig.photo().with_settings(settings))
+                         write_overlay=not no_overlay, fit=FitConfig.photo().with_settings(settings), **extra)
     with torch_threads(threads):
-        _run(images, out, body_spec, prior, network, neural_model, keypoints, bbox, device, cfg, overwrite, quiet)
+        _run(images, out, body_spec, prior, network, neural_model, keypoints, bbox, boxes_file, device, cfg,
+             overwrite, quiet)
 
 
-def _run(images, out, body_spec, prior, network, neural_model, keypoints, bbox, device, cfg, overwrite,
-         quiet) -> None:
+def _run(images, out, body_spec, prior, network, neural_model, keypoints, bbox, boxes_file, device, cfg,
+         overwrite, quiet) -> None:
     from neuralfit.pipeline import ImageFitter, parse_bbox
 
     log = logging.getLogger("neuralfit.fit")
@@ -90,7 +106,16 @@ def _run(images, out, body_spec, prior, network, neural_model, keypoints, bbox, 
     log.handlers[:] = [handler]
     log.propagate = False
     log.setLevel(logging.WARNING if quiet else logging.INFO)
-    box = parse_bbox(bbox) if bbox is not None else None
+    # Per photo: None (search the whole photo), one (4,) box, or an (n, 4) array from --boxes (n = 0:
+    # "no person here"). Loaded and checked before anything is written or any model loaded.
+    if boxes_file is not None:
+        from neuralfit.photo.boxes import boxes_for_images, load_boxes_file
+
+        bboxes, box_warnings = boxes_for_images(load_boxes_file(boxes_file), images, path=boxes_file)
+        for w in box_warnings:
+            log.warning("%s", w)
+    else:
+        bboxes = [parse_bbox(bbox) if bbox is not None else None] * len(images)
     kps = None
     if keypoints is not None:
         from neuralfit.detect import load_keypoints_json
@@ -102,7 +127,7 @@ def _run(images, out, body_spec, prior, network, neural_model, keypoints, bbox, 
     with ImageFitter(body_spec, None if prior.lower() == "none" else prior, network, neural_model, cfg,
                      device) as fitter:
         log.info("method: %s (%s)", fitter.method, fitter.method_reason)
-        results = fitter.fit(list(images), kps, [box] * len(images), progress=not quiet, out=out)
+        results = fitter.fit(list(images), kps, bboxes, progress=not quiet, out=out)
     ok = sum(r.ok for r in results)
     if not quiet:
         click.echo(f"fitted {ok} of {len(results)} photos -> {out}", err=True)
