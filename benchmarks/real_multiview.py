@@ -4,8 +4,9 @@
 
     pip install --no-deps pose2sim==0.10.49      # the demo data (BSD-3); --no-deps: keep one OpenCV wheel
     python benchmarks/real_multiview.py [--frames 25] [--views 0,1,2,3] [--people front,back]
-        [--method mediapipe3d --method default --method focal --method NAME:key=value,...]
-        [--set key=value ...] [--out docs/real_benchmark_table.md] [--cache runs/real_multiview]
+        [--method mediapipe3d --method default --method focal --method multi --method NAME:key=value,...]
+        [--set key=value ...] [--match-dist 0.2] [--match-on torso|keypoints]
+        [--out docs/real_benchmark_table.md] [--cache runs/real_multiview]
 
 Frames are spread over the clip, everyone is found in every view (mediapipe with masking + crops), people
 are matched across views by triangulation, and the pseudo-GT is a confidence-weighted robust DLT of
@@ -13,8 +14,11 @@ mediapipe's 2D keypoints over the 4 views, after a rotation-only refinement of t
 Each person-view is then fitted from that view alone, with the person's box, and scored on the 12 limb
 joints in that camera (PA-MPJPE; MPJPE root-aligned at the mid-hip). Methods: ``mediapipe3d`` (mediapipe's
 own world landmarks inside the box), ``default`` (``fit_image(frame, bbox=box)``), ``focal`` (the
-calibrated focal passed as ``focal=``) and ``NAME:key=value,...`` (any ``fit_image`` keywords; ``calib`` as
-a value means the calibrated focal). Keywords the installed ``fit_image`` does not take are reported and
+calibrated focal passed as ``focal=``), ``multi`` (issue 17: one ``fit_image(frame, max_people=3)`` per
+frame-view, no box; each GT person is matched one-to-one to the fitted person whose projected torso is
+nearest its keypoints, within ``--match-dist`` x its box size, else "not found") and ``NAME:key=value,...``
+(any ``fit_image`` keywords; ``multi=1`` makes it a whole-frame method; ``calib`` as a value means the
+calibrated focal). Keywords the installed ``fit_image`` does not take are reported and
 that method is skipped. Frames, detections and fits are cached under ``--cache`` (resumable; delete a
 method's folder to refit it). Never commit the cache: it holds third-party frames. Docs:
 docs/real_benchmark.md.
@@ -38,7 +42,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--frames", type=int, default=25, help="frames spread over the clip")
     ap.add_argument("--views", default="0,1,2,3", help="views to score (all 4 always build the GT)")
     ap.add_argument("--people", default="front,back", help="front (the woman), back (the man on the treadmill)")
-    ap.add_argument("--method", action="append", help="mediapipe3d, default, focal or NAME:key=value,... (repeat)")
+    ap.add_argument("--method", action="append", help="mediapipe3d, default, focal, multi or NAME:key=value,... "
+                                                     "(multi=1 among the keys: whole-frame multi-person) (repeat)")
+    ap.add_argument("--match-dist", type=float, default=0.2,
+                    help="multi methods: a fit matches a GT person when its torso is within this x the person's "
+                         "box size (longer side)")
+    ap.add_argument("--match-on", choices=("torso", "keypoints"), default="torso",
+                    help="multi methods: match on each fit's projected SMPL torso, or on the keypoints it fitted")
     ap.add_argument("--set", action="append", default=[], help="FitImageConfig override key=value (fit.x for "
                                                                 "FitConfig); applies to every fit method")
     ap.add_argument("--no-refine", action="store_true", help="use the calibration's rotations as they are")
@@ -56,10 +66,13 @@ def main(argv: list[str] | None = None) -> int:
     from neuralfit.eval.real_methods import Runner, parse_selection, unsupported
     from neuralfit.eval.real_report import (
         contact_sheet,
+        found_lines,
         gt_summary,
-    method_folder,
+        match_rows,
+        method_folder,
         person_table,
         run_method,
+        run_multi,
         score_rows,
         view_table,
     )
@@ -75,8 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     items = [it for it in rset.items if it.view in views and it.person in people]
     print(f"{len(items)} person-views ({time.time() - t0:.0f} s to build the set)", file=sys.stderr)
 
+    if args.match_dist <= 0:
+        raise NeuralfitError(f"--match-dist must be positive, got {args.match_dist}")
     runner = Runner(sets)
-    per_method, skipped = {}, []
+    per_method, skipped, multi, matches = {}, [], {}, {}
     try:
         for spec in specs:
             why = unsupported(spec, sets)
@@ -85,9 +100,18 @@ def main(argv: list[str] | None = None) -> int:
                 print(skipped[-1], file=sys.stderr)
                 continue
             folder = method_folder(cache / "fits", spec, args.set, tag)
-            results = run_method(spec, items, runner, folder, lambda it: load_frame(cache / "data", it.frame, it.view))
+            if spec.kind == "multi":
+                fvs = [(f, v) for f in rset.frames for v in views]
+                multi[spec.name] = run_multi(spec, fvs, runner, folder,
+                                             lambda f, v: load_frame(cache / "data", f, v),
+                                             lambda v: float(rset.cameras[v].K[0, 0]))
+                results, matches[spec.name] = match_rows(items, multi[spec.name], rset, args.match_dist,
+                                                         args.match_on)
+            else:
+                results = run_method(spec, items, runner, folder,
+                                     lambda it: load_frame(cache / "data", it.frame, it.view))
             per_method[spec.name] = score_rows(items, results, rset)
-            if spec.kind == "fit":
+            if spec.kind in ("fit", "multi"):
                 contact_sheet(per_method[spec.name], Path(args.sheet or cache / f"sheet_{spec.name}.png"))
     finally:
         runner.close()
@@ -102,10 +126,14 @@ def main(argv: list[str] | None = None) -> int:
         "",
         *skipped,
         "",
-        "Per person (mm, 12 limb joints, on the person-views every method fitted; lost/other person over all):",
+        "Per person (mm, 12 limb joints, on the person-views every method fitted; "
+        f"{'found' if multi else 'lost'}/other person over all):",
         "",
-        person_table(per_method, people),
+        person_table(per_method, people, found=bool(multi)),
         "",
+        *([f"Found (multi methods: matched one-to-one on the {args.match_on}, within {args.match_dist:g} x the "
+           "person's box size; per-box methods: a body came back):", "",
+           found_lines(per_method, matches, multi), ""] if multi else []),
         "Per view (PA-MPJPE / MPJPE, mm):",
         "",
         view_table(per_method, people, views),

@@ -33,9 +33,11 @@ CALIBRATED = "calib"
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """One method: ``name`` and the ``fit_image`` keyword arguments (``kind`` "fit"), or mediapipe's own
-    world landmarks inside the person's box (``kind`` "mediapipe3d"). A kwarg value ``"calib"`` means
-    the camera's calibrated focal length."""
+    """One method: ``name`` and the ``fit_image`` keyword arguments (``kind`` "fit": one fit per person
+    box), mediapipe's own world landmarks inside the person's box (``kind`` "mediapipe3d"), or one
+    ``fit_image(frame, max_people=N, ...)`` per frame-view without a box, its people matched to the
+    ground-truth people afterwards (``kind`` "multi", issue 17). A kwarg value ``"calib"`` means the
+    camera's calibrated focal length."""
 
     name: str
     kwargs: tuple[tuple[str, Any], ...] = ()
@@ -52,7 +54,11 @@ BUILTIN: dict[str, MethodSpec] = {
     "mediapipe3d": MethodSpec("mediapipe3d", kind="mediapipe3d"),
     "default": MethodSpec("default"),
     "focal": MethodSpec("focal", (("focal", CALIBRATED),)),
+    "multi": MethodSpec("multi", (("max_people", 3),), kind="multi"),
 }
+
+#: ``max_people`` of a multi method that does not say.
+MULTI_MAX_PEOPLE = 3
 
 
 def _value(text: str) -> Any:
@@ -70,7 +76,10 @@ def _value(text: str) -> Any:
 
 
 def parse_method(text: str) -> MethodSpec:
-    """``NAME`` (a built-in) or ``NAME:key=value,key=value`` (a new method passing those kwargs)."""
+    """``NAME`` (a built-in) or ``NAME:key=value,key=value`` (a new method passing those kwargs).
+
+    ``multi=1`` (or true) among the keys makes a whole-frame multi-person method (kind "multi"; the key
+    itself is not passed on; ``max_people`` defaults to :data:`MULTI_MAX_PEOPLE`)."""
     if ":" not in text:
         if text not in BUILTIN:
             raise NeuralfitError(f"unknown method {text!r}; built-ins: {', '.join(BUILTIN)}; or NAME:key=value,...")
@@ -84,6 +93,15 @@ def parse_method(text: str) -> MethodSpec:
         kwargs.append((key.strip(), _value(val.strip())))
     if not name or name in BUILTIN:
         raise NeuralfitError(f"--method {text!r}: give the new method a name that is not a built-in")
+    multi = [v for k, v in kwargs if k == "multi"]
+    if multi:
+        if len(multi) > 1 or multi[0] not in (0, 1, True, False):
+            raise NeuralfitError(f"--method {text!r}: multi takes 1 or 0 (true/false), once")
+        kwargs = [(k, v) for k, v in kwargs if k != "multi"]
+        if multi[0]:
+            if not any(k == "max_people" for k, _ in kwargs):
+                kwargs.append(("max_people", MULTI_MAX_PEOPLE))
+            return MethodSpec(name, tuple(kwargs), kind="multi")
     return MethodSpec(name, tuple(kwargs))
 
 
@@ -100,13 +118,15 @@ def parse_sets(items: list[str]) -> dict[str, Any]:
 
 def unsupported(spec: MethodSpec, sets: dict[str, Any]) -> list[str]:
     """Why ``spec`` (with the ``--set`` overrides) cannot run on the installed code; [] when it can."""
-    if spec.kind != "fit":
+    if spec.kind not in ("fit", "multi"):
         return []
     import neuralfit
 
     params = inspect.signature(neuralfit.fit_image).parameters
     problems = [f"fit_image() has no keyword {k!r} (it takes: {', '.join(p for p in params if p != 'images')})"
                 for k, _ in spec.kwargs if k not in params]
+    if spec.kind == "multi" and "bbox" in dict(spec.kwargs):
+        problems.append("a multi method fits the whole frame; it takes no bbox")
     if sets:
         try:
             make_config(sets)
@@ -178,6 +198,127 @@ class MethodResult:
         z = np.load(path)
         return cls(bool(z["ok"]), str(z["message"]), z["limb12"], z["limb12_bp"], z["torso2d"], float(z["seconds"]),
                    float(z["occ_inside"]), float(z["occ_visible"]), z["overlay"] if "overlay" in z else None)
+
+
+def project_torso(joints: np.ndarray, focal: float, principal_point: Any) -> np.ndarray:
+    """(4, 2) photo pixels of SMPL's shoulders (16, 17) and hips (1, 2), pinhole in the photo camera the
+    fit reports (OpenCV axes), in BlazePose's torso order (11, 12, 23, 24): left/right shoulder, hip."""
+    t4 = np.asarray(joints, np.float64)[[16, 17, 1, 2]]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        uv = float(focal) * t4[:, :2] / t4[:, 2:3] + np.asarray(principal_point, np.float64).reshape(2)
+    uv[t4[:, 2] <= 0] = np.nan  # behind the camera
+    return uv
+
+
+def _small(overlay: np.ndarray | None) -> np.ndarray | None:
+    if overlay is None:
+        return None
+    return cv2.resize(overlay, (overlay.shape[1] // 4, overlay.shape[0] // 4), interpolation=cv2.INTER_AREA)
+
+
+@dataclass
+class MultiResult:
+    """A whole-frame multi-person method on one frame-view: every person it fitted, in its order.
+
+    Attributes:
+        ok: the call answered (nobody fitted is an answer; a failure is not). message: why not, else "".
+        limb12, limb12_bp: (P, 12, 3) per fitted person, as in :class:`MethodResult`.
+        torso2d: (P, 4, 2) each fit's projected torso (shoulders, hips; photo px).
+        keypoints: (P, 33, 3) the BlazePose keypoints each person was fitted to (NaN where none).
+        bbox: (P, 4) the boxes the fits report. seconds: wall time of the one call.
+        overlay: small RGB picture of all the fits (third-party frame: never commit it).
+    """
+
+    ok: bool
+    message: str = ""
+    limb12: np.ndarray = field(default_factory=lambda: np.zeros((0, 12, 3)))
+    limb12_bp: np.ndarray = field(default_factory=lambda: np.zeros((0, 12, 3)))
+    torso2d: np.ndarray = field(default_factory=lambda: np.zeros((0, 4, 2)))
+    keypoints: np.ndarray = field(default_factory=lambda: np.zeros((0, 33, 3)))
+    bbox: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))
+    seconds: float = float("nan")
+    overlay: np.ndarray | None = None
+
+    @property
+    def n(self) -> int:
+        return int(len(self.limb12))
+
+    def person(self, i: int) -> MethodResult:
+        """Fitted person ``i`` as a one-person result (its seconds: the call's, shared over the people)."""
+        return MethodResult(True, "", self.limb12[i], self.limb12_bp[i], self.torso2d[i],
+                            self.seconds / max(self.n, 1), overlay=self.overlay)
+
+    def save(self, path: Path) -> None:
+        arrays = {k: np.asarray(getattr(self, k)) for k in ("ok", "message", "limb12", "limb12_bp", "torso2d",
+                                                          "keypoints", "bbox", "seconds")}
+        if self.overlay is not None:
+            arrays["overlay"] = self.overlay
+        with atomic_path(path, suffix=".npz") as tmp:
+            np.savez_compressed(tmp, **arrays)
+
+    @classmethod
+    def load(cls, path: Path) -> MultiResult:
+        z = np.load(path)
+        return cls(bool(z["ok"]), str(z["message"]), z["limb12"], z["limb12_bp"], z["torso2d"], z["keypoints"],
+                   z["bbox"], float(z["seconds"]), z["overlay"] if "overlay" in z else None)
+
+
+def _as33(torso2d: np.ndarray) -> np.ndarray:
+    tk = np.zeros((33, 3))
+    tk[[11, 12, 23, 24], :2] = torso2d
+    return tk
+
+
+def box_size(box: np.ndarray) -> float:
+    """A person box's size for distance thresholds: its longer side (pixels, at least 1)."""
+    b = np.asarray(box, np.float64)
+    return float(max(b[2] - b[0], b[3] - b[1], 1.0))
+
+
+def match_people(fits: MultiResult, keypoints: list[np.ndarray], boxes: list[np.ndarray],
+                 max_dist: float = 0.2, use: str = "torso") -> tuple[list[int | None], np.ndarray]:
+    """One-to-one match of the ground-truth people of a frame-view to the fitted people (Hungarian).
+
+    Args:
+        fits: the frame-view's fitted people.
+        keypoints: per GT person, its (33, 3) keypoints in that view; boxes: its (4,) box.
+        max_dist: a pair is a match only when the side-agnostic torso distance
+            (:func:`neuralfit.eval.people.torso_distance`) is under ``max_dist`` x the GT person's box size.
+        use: "torso" compares each fit's projected SMPL torso (falling back to its fitted keypoints'
+            torso when the projection is not finite); "keypoints" the BlazePose keypoints it was fitted
+            to (falling back to the projected torso).
+
+    Returns:
+        ``(match, dist)``: per GT person the matched fit's index or None ("not found"); (G, P) the
+        relative distances (NaN where undefined).
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    if use not in ("torso", "keypoints"):
+        raise NeuralfitError(f"match: use must be 'torso' or 'keypoints', got {use!r}")
+    G, P = len(keypoints), fits.n
+    dist = np.full((G, P), np.nan)
+    for j in range(P):
+        proj = _as33(fits.torso2d[j])
+        kp = fits.keypoints[j]
+        have_proj = bool(np.all(np.isfinite(fits.torso2d[j])))
+        have_kp = bool(np.all(np.isfinite(kp[[11, 12, 23, 24], :2])))
+        order = [proj, kp] if use == "torso" else [kp, proj]
+        ok = [have_proj, have_kp] if use == "torso" else [have_kp, have_proj]
+        pick = next((a for a, good in zip(order, ok, strict=True) if good), None)
+        if pick is None:
+            continue
+        for g in range(G):
+            dist[g, j] = torso_distance(pick, keypoints[g]) / box_size(boxes[g])
+    match: list[int | None] = [None] * G
+    if G and P:
+        big = 1e6
+        cost = np.where(np.isfinite(dist) & (dist < max_dist), dist, big)
+        rows, cols = linear_sum_assignment(cost)
+        for g, j in zip(rows, cols, strict=True):
+            if cost[g, j] < big:
+                match[g] = int(j)
+    return match, dist
 
 
 def occlusion_score(occlusion: np.ndarray | None, body_mask: np.ndarray | None,
@@ -293,31 +434,53 @@ class Runner:
         return MethodResult(True, "", d.world_landmarks[list(BLAZEPOSE_LIMB12), :3].astype(np.float64),
                             torso2d=torso, seconds=sec)
 
-    def fit(self, spec: MethodSpec, image: np.ndarray, box: np.ndarray, focal: float,
-            occluder: np.ndarray | None = None) -> MethodResult:
-        import neuralfit
-
+    def _kwargs(self, spec: MethodSpec, focal: float) -> dict[str, Any]:
         kwargs = {k: (focal if v == CALIBRATED else v) for k, v in spec.kwargs}
         cfg = make_config(self.sets)
         if cfg is not None:
             kwargs["config"] = cfg
+        return kwargs
+
+    def _person(self, r, p) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(12, 3) limb joints, (12, 3) own BlazePose limb keypoints and (4, 2) projected torso of a fit."""
+        joints = np.asarray(p.joints3d, np.float64)
+        bp = self._blazepose(joints, np.asarray(p.vertices, np.float64))
+        return joints[list(SMPL_LIMB12)], bp, project_torso(joints, r.focal_length, r.principal_point)
+
+    def fit(self, spec: MethodSpec, image: np.ndarray, box: np.ndarray, focal: float,
+            occluder: np.ndarray | None = None) -> MethodResult:
+        import neuralfit
+
+        kwargs = self._kwargs(spec, focal)
         t = time.perf_counter()
         r = neuralfit.fit_image(image, bbox=np.asarray(box, np.float32), **kwargs)
         sec = time.perf_counter() - t
         if not r.ok or not r.people:
             return MethodResult(False, r.message or r.status, seconds=sec)
-        p = r.people[0]
-        joints = np.asarray(p.joints3d, np.float64)
-        bp = self._blazepose(joints, np.asarray(p.vertices, np.float64))
-        # Pinhole projection in the photo camera the fit reports (OpenCV axes).
-        t4 = joints[[16, 17, 1, 2]]
-        torso = r.focal_length * t4[:, :2] / t4[:, 2:3] + np.asarray(r.principal_point, np.float64)
+        limb, bp, torso = self._person(r, r.people[0])
         inside, visible = occlusion_score(r.occlusion, r.body_mask, occluder)
-        small = None
-        if r.overlay is not None:
-            small = cv2.resize(r.overlay, (r.overlay.shape[1] // 4, r.overlay.shape[0] // 4),
-                               interpolation=cv2.INTER_AREA)
-        return MethodResult(True, "", joints[list(SMPL_LIMB12)], bp, torso, sec, inside, visible, small)
+        return MethodResult(True, "", limb, bp, torso, sec, inside, visible, _small(r.overlay))
+
+    def fit_multi(self, spec: MethodSpec, image: np.ndarray, focal: float) -> MultiResult:
+        """One ``fit_image(frame, max_people=N, ...)`` on the whole frame (no box): every person it fitted."""
+        import neuralfit
+
+        kwargs = self._kwargs(spec, focal)
+        t = time.perf_counter()
+        r = neuralfit.fit_image(image, **kwargs)
+        sec = time.perf_counter() - t
+        if not r.ok or not r.people:
+            # "no_person" is an answer (nobody fitted), "failed" is not.
+            return MultiResult(r.status == "no_person", r.message or r.status, seconds=sec)
+        per = [self._person(r, p) for p in r.people]
+        kps = np.full((len(per), 33, 3), np.nan)
+        for i, p in enumerate(r.people):
+            if p.keypoints is not None and np.shape(p.keypoints) == (33, 3):
+                kps[i] = np.asarray(p.keypoints, np.float64)
+        return MultiResult(True, "", np.stack([x[0] for x in per]), np.stack([x[1] for x in per]),
+                           np.stack([x[2] for x in per]), kps,
+                           np.stack([np.asarray(p.bbox, np.float64).reshape(4) for p in r.people]), sec,
+                           _small(r.overlay))
 
     def _blazepose(self, joints: np.ndarray, vertices: np.ndarray) -> np.ndarray:
         """The body's own BlazePose-33 limb keypoints from its joints and vertices (NaN if undefined)."""
@@ -345,7 +508,6 @@ def who(torso2d: np.ndarray, expected: np.ndarray, others: list[np.ndarray]) -> 
     "other" when it is nearer another person's, "none" when no torso came back."""
     if not np.all(np.isfinite(torso2d)):
         return "none"
-    tk = np.zeros((33, 3))
-    tk[[11, 12, 23, 24], :2] = torso2d
+    tk = _as33(torso2d)
     d_self = torso_distance(tk, expected)
     return "other" if any(torso_distance(tk, o) < d_self for o in others) else "self"

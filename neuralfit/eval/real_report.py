@@ -1,7 +1,9 @@
 """Running methods over the real benchmark set, scoring them, and the markdown tables.
 
 Shared by ``benchmarks/real_multiview.py`` (clean frames) and ``benchmarks/real_occluded.py``
-(pasted occluders). See docs/real_benchmark.md.
+(pasted occluders). Whole-frame multi-person methods (issue 17) run once per frame-view
+(:func:`run_multi`), and :func:`match_rows` turns their people into per-person-view results by a
+one-to-one match to the ground-truth people, so the same scoring and tables apply. See docs/real_benchmark.md.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from tqdm import tqdm
 
 from neuralfit.eval.multiview import Scores, score_limb12
 from neuralfit.eval.real_data import PersonView, RealSet
-from neuralfit.eval.real_methods import MethodResult, MethodSpec, Runner, who
+from neuralfit.eval.real_methods import MethodResult, MethodSpec, MultiResult, Runner, match_people, who
 
 
 @dataclass
@@ -40,7 +42,7 @@ class Row:
 def method_folder(root: Path, spec: MethodSpec, sets: list[str], tag: str = "") -> Path:
     """Cache folder of a method's results under ``root``: the ``--set`` overrides and, for fits, the
     code tag (:func:`neuralfit.eval.real_methods.code_tag`) are part of the name."""
-    if spec.kind != "fit":
+    if spec.kind == "mediapipe3d":
         return Path(root) / spec.key
     suffix = ("-" + "_".join(sorted(sets)) if sets else "") + (f"-{tag}" if tag else "")
     return Path(root) / (spec.key + suffix)
@@ -71,6 +73,63 @@ def run_method(spec: MethodSpec, items: list[PersonView], runner: Runner, folder
         res.save(path)
         out.append(res)
     return out
+
+
+def run_multi(spec: MethodSpec, frame_views: list[tuple[int, int]], runner: Runner, folder: Path,
+              image_of: Callable[[int, int], np.ndarray], focal_of: Callable[[int], float],
+              desc: str = "") -> dict[tuple[int, int], MultiResult]:
+    """A multi method on whole frames: one call per (frame, view), cached as ``folder/f<frame>_v<view>.npz``
+    with every person it fitted (reruns resume)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for f, v in tqdm(frame_views, desc=desc or spec.name, unit="frame-view", leave=False):
+        path = folder / f"f{f:03d}_v{v}.npz"
+        if path.is_file():
+            out[f, v] = MultiResult.load(path)
+            continue
+        res = runner.fit_multi(spec, image_of(f, v), focal_of(v))
+        res.save(path)
+        out[f, v] = res
+    return out
+
+
+@dataclass
+class MultiMatch:
+    """How one frame-view's fitted people were matched: ``match[person]`` = index of the fit or None,
+    ``extra`` = fits matched to no ground-truth person (the bystander, or a false or doubled person)."""
+
+    match: dict[str, int | None]
+    extra: int
+    n_fitted: int
+
+
+def match_rows(items: list[PersonView], multi: dict[tuple[int, int], MultiResult], rset: RealSet,
+               max_dist: float = 0.2, use: str = "torso") -> tuple[list[MethodResult], dict[tuple[int, int],
+                                                                                           MultiMatch]]:
+    """Per person-view results of a multi method: the fit matched to that person one-to-one among every
+    GT person of that frame-view (:func:`neuralfit.eval.real_methods.match_people`), or a "not found"
+    result. Frame-views missing from ``multi`` give "not run"."""
+    by_view: dict[tuple[int, int], list[PersonView]] = {}
+    for it in rset.items:
+        by_view.setdefault((it.frame, it.view), []).append(it)
+    matches: dict[tuple[int, int], MultiMatch] = {}
+    for fv, res in multi.items():
+        gts = by_view.get(fv, [])
+        m, _ = match_people(res, [g.keypoints for g in gts], [g.box for g in gts], max_dist=max_dist, use=use)
+        hit = {g.person: j for g, j in zip(gts, m, strict=True)}
+        matches[fv] = MultiMatch(hit, res.n - sum(j is not None for j in m), res.n)
+    out = []
+    for it in items:
+        res = multi.get((it.frame, it.view))
+        if res is None:
+            out.append(MethodResult(False, "not run"))
+        elif not res.ok:
+            out.append(MethodResult(False, res.message or "failed", seconds=res.seconds))
+        elif (j := matches[it.frame, it.view].match.get(it.person)) is None:
+            out.append(MethodResult(False, "not found", seconds=res.seconds / max(res.n, 1)))
+        else:
+            out.append(res.person(j))
+    return out, matches
 
 
 def score_rows(items: list[PersonView], results: list[MethodResult], rset: RealSet) -> list[Row]:
@@ -106,11 +165,13 @@ def common_keys(per_method: dict[str, list[Row]]) -> set[str]:
     return keys or set()
 
 
-def person_table(per_method: dict[str, list[Row]], people: list[str]) -> str:
-    """Markdown: per person x method, on the person-views every method fitted."""
+def person_table(per_method: dict[str, list[Row]], people: list[str], found: bool = False) -> str:
+    """Markdown: per person x method, on the person-views every method fitted. ``found``: the "lost"
+    column becomes "found" (a body came back for that person-view: for a multi method, a fit matched to
+    that person; x/y over the person-views with GT)."""
     keys = common_keys(per_method)
     lines = ["| person | method | n | PA-MPJPE | MPJPE | PA no hips | MPJPE no hips | PA held-out GT | "
-             "PA right person only (n) | lost | other person | s/fit |",
+             f"PA right person only (n) | {'found' if found else 'lost'} | other person | s/fit |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for person in people:
         for name, rows in per_method.items():
@@ -125,8 +186,46 @@ def person_table(per_method: dict[str, list[Row]], people: list[str]) -> str:
                 f"{_mean([r.scores.mpjpe_nohips for r in sel])} | "
                 f"{_mean([r.scores_heldout.pa_mpjpe for r in sel])} | "
                 f"{_mean([r.scores.pa_mpjpe for r in right])} ({len(right)}) | "
-                f"{lost}/{len(mine)} | {other}/{len(mine)} | {_mean([r.result.seconds for r in mine])} |")
+                f"{(len(mine) - lost) if found else lost}/{len(mine)} | {other}/{len(mine)} | "
+                f"{_mean([r.result.seconds for r in mine])} |")
     return "\n".join(lines)
+
+
+def both_found(rows: list[Row], people: tuple[str, str] = ("front", "back")) -> tuple[int, int, int]:
+    """Over the frame-views where both ``people`` have GT (among ``rows``): how many had both found
+    (a body came back for each), and how many had both found on the right person (neither "other").
+
+    Returns:
+        ``(both found, both found on the right person, frame-views where both have GT)``.
+    """
+    per_fv: dict[tuple[int, int], dict[str, Row]] = {}
+    for r in rows:
+        per_fv.setdefault((r.item.frame, r.item.view), {})[r.item.person] = r
+    both = [d for d in per_fv.values() if all(p in d for p in people)]
+    found = [d for d in both if all(d[p].result.ok for p in people)]
+    right = [d for d in found if all(d[p].identity == "self" for p in people)]
+    return len(found), len(right), len(both)
+
+
+def found_lines(per_method: dict[str, list[Row]], matches: dict[str, dict[tuple[int, int], MultiMatch]],
+                multi: dict[str, dict[tuple[int, int], MultiResult]]) -> str:
+    """Markdown lines per method: "both found in X of Y frame-views where both have GT" (and on the right
+    person); for multi methods also the people fitted per frame-view and the fits matched to no GT person."""
+    out = []
+    for name, rows in per_method.items():
+        n_found, n_right, n_both = both_found(rows)
+        pct = f" ({100 * n_found / n_both:.0f} %)" if n_both else ""
+        line = (f"- `{name}`: both found in {n_found} of {n_both} frame-views where both have GT{pct}; "
+                f"both found, each on the right person: {n_right} of {n_both}")
+        if name in matches:
+            ms, res = matches[name], multi[name]
+            counts = np.bincount([m.n_fitted for m in ms.values()], minlength=1)
+            failed = sum(not r.ok for r in res.values())
+            line += (f"; people fitted per frame-view: {', '.join(f'{k}: {c}' for k, c in enumerate(counts) if c)} "
+                     f"({len(ms)} frame-views); fits matched to no GT person: {sum(m.extra for m in ms.values())}; "
+                     f"failed calls: {failed}; s per frame-view: {_mean([r.seconds for r in res.values()])}")
+        out.append(line)
+    return "\n".join(out)
 
 
 def view_table(per_method: dict[str, list[Row]], people: list[str], views: list[int]) -> str:
