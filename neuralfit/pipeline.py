@@ -60,6 +60,10 @@ class FitImageConfig:
         res: crop size in pixels when no network fixes it (a network uses its checkpoint's input_res).
         box_padding: crop side = ``box_padding`` x the longer side of the person box (SPIN: 1.2).
         batch_size: photos per chunk (all people of a chunk are fitted together).
+        max_people: at most this many people per photo, found by :func:`neuralfit.detect.everyone.find_everyone`
+            (mediapipe repeated with found people masked out, then overlapping crops) and ordered by box area,
+            largest first; 1 = one mediapipe call, the single-person result. People of one photo are fitted
+            together in its camera (depth order and interpenetration terms, ``neuralfit.fitting.people``).
         fit: fitter settings; None = ``FitConfig.photo()``. Keypoint gating is its
             ``min_keypoint_confidence``; its ``second_hypothesis`` is also forced on for people whose
             start cannot tell front from back (the mean-pose start).
@@ -73,6 +77,7 @@ class FitImageConfig:
     res: int = 224
     box_padding: float = 1.2
     batch_size: int = 8
+    max_people: int = 4
     fit: FitConfig | None = None
     write_overlay: bool = True
 
@@ -90,6 +95,8 @@ class FitImageConfig:
             raise NeuralfitError(f"box_padding must be >= 1, got {self.box_padding}")
         if self.batch_size < 1:
             raise NeuralfitError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not isinstance(self.max_people, int) or self.max_people < 1:
+            raise NeuralfitError(f"max_people must be an integer >= 1, got {self.max_people!r}")
 
 
 def _choose_method(method: str | None, net_path: Path | None, nm_path: Path | None,
@@ -281,17 +288,23 @@ class ImageFitter:
                 continue
             pics.append(pic)
             r.image_size = pic.shape[:2]
-            if box is not None and not box_in_photo(box, r.image_size):
+            boxes = None if box is None else np.asarray(box, np.float32).reshape(-1, 4)
+            off = [b for b in (boxes if boxes is not None else []) if not box_in_photo(b, r.image_size)]
+            if off:
                 # A box off the photo would "fit" a body to padding and report success.
                 r.status = "failed"
-                r.message = (f"--bbox {','.join(f'{v:g}' for v in box)} lies outside the "
+                r.message = (f"bbox {','.join(f'{v:g}' for v in off[0])} lies outside the "
                              f"{r.image_size[1]}x{r.image_size[0]} photo")
+                continue
+            if boxes is not None and len(boxes) == 0:
+                r.status, r.message = "no_person", "no person: the boxes given for this photo are an empty list"
                 continue
             cam = photo_intrinsics(r.image_size, image if is_path else None, focal=self.config.focal,
                                    fov=self.config.fov, K=self.K)
             r.focal_length, r.principal_point = float(cam.focal), np.asarray(cam.principal_point, np.float64)
             r.camera_source, r.camera_warnings = cam.source, list(cam.warnings)
-            found = find_people(self._get_detector, pic, kp, box, len(results) - 1, self.net is not None)
+            found = find_people(self._get_detector, pic, kp, boxes, len(results) - 1, self.net is not None,
+                                self.config.max_people)
             r.timings["detect"] = time.perf_counter() - t0
             if not found:
                 r.status = "no_person"
@@ -373,6 +386,7 @@ def fit_image(
     focal: float | None = None,
     fov: float | None = None,
     K: Any = None,
+    max_people: int | None = None,
     device: str = "cpu",
     config: FitImageConfig | None = None,
     progress: bool = False,
@@ -388,7 +402,11 @@ def fit_image(
         network, neural_model: checkpoint paths; None uses the shipped defaults when present.
         keypoints: an OpenPose BODY-25 / COCO-17 JSON file (applies to every image; COCO files are
             matched by file name), or per image a list of ``neuralfit.detect.PersonKeypoints``.
-        bbox: "x0,y0,x1,y1" or (4,) array for every image, or a list with one per image.
+        bbox: person box(es) in pixels: "x0,y0,x1,y1" or (4,) for every image, or per image a list of
+            them, one entry per image: None, a (4,) box or an (n, 4) array of boxes (one person each; n = 0:
+            no person). With one image, an (n, 4) array is that image's boxes.
+        max_people: without boxes, at most this many people per photo (default ``FitImageConfig.max_people``
+            = 4; 1 = the single-person search).
         method: "neural", "keypoints", "regressor", or None (auto: neural when a neural model is passed).
         init: "mediapipe3d" (default), "lifter", "network" or a FILE.npz of regressor outputs.
         focal: the photos' focal length in pixels; fov: their horizontal field of view in degrees;
@@ -406,12 +424,14 @@ def fit_image(
     if not items:
         raise NeuralfitError("no images given; expected at least one photo")
     cfg = config or FitImageConfig()
-    given = {k: v for k, v in (("method", method), ("init", init), ("focal", focal), ("fov", fov)) if v is not None}
+    given = {k: v for k, v in (("method", method), ("init", init), ("focal", focal), ("fov", fov),
+                               ("max_people", max_people)) if v is not None}
     if given:
         cfg = replace(cfg, **given)
+    if len(items) == 1 and isinstance(bbox, np.ndarray) and bbox.ndim == 2:
+        bbox = [bbox]  # one image, its (n, 4) boxes
     boxes = _per_image(bbox, len(items), "bbox")
-    boxes = [parse_bbox(b) if isinstance(b, str) else (None if b is None else np.asarray(b, np.float32))
-             for b in boxes]
+    boxes = [parse_bbox(b) if isinstance(b, str) else (None if b is None else _boxes_array(b)) for b in boxes]
     kps: list = [None] * len(items)
     if isinstance(keypoints, (str, os.PathLike)):
         from neuralfit.detect import load_keypoints_json
@@ -424,6 +444,17 @@ def fit_image(
     with ImageFitter(body, prior, network, neural_model, cfg, device, K=K) as fitter:
         results = fitter.fit(items, kps, boxes, progress=progress, out=out)
     return results[0] if single else results
+
+
+def _boxes_array(b: Any) -> np.ndarray:
+    """A (4,) box or an (n, 4) list of boxes as float32; one-line error otherwise."""
+    arr = np.asarray(b, dtype=np.float32)
+    if arr.size == 0:
+        return arr.reshape(0, 4)
+    if arr.shape[-1] != 4 or arr.ndim > 2 or not np.isfinite(arr).all() or \
+            (arr.reshape(-1, 4)[:, 2:] <= arr.reshape(-1, 4)[:, :2]).any():
+        raise NeuralfitError(f"bbox {b!r} is not a box or a list of boxes x0,y0,x1,y1 with x1 > x0, y1 > y0")
+    return arr
 
 
 def _per_image(value: Any, n: int, name: str) -> list:

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from neuralfit.detect import Detection
+from neuralfit.detect.mediapipe_pose import flip_blazepose
 from neuralfit.errors import NeuralfitError
 from neuralfit.eval.multiview import (
     Camera,
-    flip_blazepose,
     leave_one_view_out,
     read_qca,
     refine_rotations,

@@ -300,8 +300,10 @@ def test_neural_method_gives_the_fitter_the_detector_mask(free_body, tiny_assets
     bp = np.zeros((33, 3), np.float32)
     bp[idx >= 0] = kp[idx[idx >= 0]]
 
-    class FakeDetector:
+    class FakeDetector:  # one person, seen only in the whole photo (find_everyone also searches crops)
         def __call__(self, image):
+            if image.shape != img.shape:
+                return None
             return Detection(keypoints=bp.copy(), bbox=np.array([60, 40, 200, 280], np.float32), mask=mask, score=1.0)
 
         def close(self):
@@ -531,8 +533,10 @@ def test_mediapipe3d_start_wires_the_world_landmarks_into_the_fit(free_body, syn
     world = np.concatenate([k3 - hips, valid[:, None].astype(np.float64)], 1).astype(np.float32)
     kp2 = np.concatenate([project_points(k3, F, pp), valid[:, None]], 1).astype(np.float32)
 
-    class FakeDetector:
+    class FakeDetector:  # one person, seen only in the whole photo (find_everyone also searches crops)
         def __call__(self, image):
+            if image.shape != img.shape:
+                return None
             return Detection(keypoints=kp2.copy(), bbox=np.array([60, 40, 200, 280], np.float32), mask=None,
                              score=1.0, world_landmarks=world)
 

@@ -26,6 +26,14 @@ BLAZEPOSE33_NAMES: tuple[str, ...] = (
     "left_knee", "right_knee", "left_ankle", "right_ankle", "left_heel", "right_heel",
     "left_foot_index", "right_foot_index",
 )  # fmt: skip
+#: Left/right swap of BlazePose-33 (mediapipe mixes up sides in some frames).
+BLAZEPOSE_FLIP: tuple[int, ...] = (0, 4, 5, 6, 1, 2, 3, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15, 18, 17, 20, 19,
+                                   22, 21, 24, 23, 26, 25, 28, 27, 30, 29, 32, 31)  # fmt: skip
+
+
+def flip_blazepose(kp: np.ndarray) -> np.ndarray:
+    """BlazePose-33 keypoints (33, ...) with left and right swapped."""
+    return kp[list(BLAZEPOSE_FLIP)]
 
 
 @dataclass

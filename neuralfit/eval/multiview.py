@@ -32,9 +32,6 @@ BLAZEPOSE_LIMB12: tuple[int, ...] = (11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27,
 SMPL_LIMB12: tuple[int, ...] = (16, 17, 18, 19, 20, 21, 1, 2, 4, 5, 7, 8)
 #: Positions of the hips inside LIMB12 (the root is their midpoint).
 LIMB12_HIPS: tuple[int, int] = (6, 7)
-#: Left/right swap of BlazePose-33 (mediapipe mixes up sides in some frames).
-BLAZEPOSE_FLIP: tuple[int, ...] = (0, 4, 5, 6, 1, 2, 3, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15, 18, 17, 20, 19,
-                                   22, 21, 24, 23, 26, 25, 28, 27, 30, 29, 32, 31)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -302,6 +299,3 @@ def score_limb12(pred: np.ndarray, gt: np.ndarray) -> Scores:
     return Scores(1000 * pa.mean(), 1000 * root_err.mean(), 1000 * pa10.mean(), 1000 * root_err[keep].mean())
 
 
-def flip_blazepose(kp: np.ndarray) -> np.ndarray:
-    """BlazePose-33 keypoints with left and right swapped."""
-    return kp[list(BLAZEPOSE_FLIP)]

@@ -1,7 +1,5 @@
-"""Several people per photo with a one-person detector, and the same people across calibrated views.
+"""The same people across calibrated views (everyone in one photo: :mod:`neuralfit.detect.everyone`).
 
-mediapipe's BlazePose finds one person per call. :func:`find_people` finds more by greying out each
-found person (its segmentation mask) and searching again, then searching overlapping crops;
 :func:`associate` matches detections across views by triangulation (on left/right-symmetric midpoints,
 so a view whose sides are swapped still matches) and :func:`fix_side_swaps` undoes mediapipe's
 left/right swaps against the other views. Used by the real-photo benchmarks (docs/real_benchmark.md).
@@ -10,96 +8,19 @@ left/right swaps against the other views. Used by the real-photo benchmarks (doc
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from neuralfit.detect import Detection
-from neuralfit.eval.multiview import Camera, flip_blazepose, triangulate
+from neuralfit.detect.everyone import find_everyone, torso_distance
+from neuralfit.detect.mediapipe_pose import flip_blazepose
+from neuralfit.eval.multiview import Camera, triangulate
+
+__all__ = ["Track", "associate", "find_everyone", "fix_side_swaps", "torso_distance", "track_keypoints"]
 
 #: BlazePose index pairs whose midpoints do not change when mediapipe swaps sides.
 _SYMMETRIC_PAIRS: tuple[tuple[int, int], ...] = ((11, 12), (23, 24), (25, 26), (27, 28), (13, 14), (2, 5))
-_TORSO = (11, 12, 23, 24)
-
-
-def _shift(d: Detection, x0: int, y0: int, hw: tuple[int, int]) -> Detection:
-    """A detection made on a crop at (x0, y0), moved back to the full image of size ``hw``."""
-    kp = d.keypoints.copy()
-    kp[:, 0] += x0
-    kp[:, 1] += y0
-    mask = None
-    if d.mask is not None:
-        mask = np.zeros(hw, np.float32)
-        h, w = d.mask.shape
-        mask[y0:y0 + h, x0:x0 + w] = d.mask
-    return replace(d, keypoints=kp, bbox=d.bbox + np.array([x0, y0, x0, y0], np.float32), mask=mask)
-
-
-def torso_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean 2D distance between the torso keypoints (shoulders, hips) of two (33, 3) keypoint arrays,
-    side-agnostic (the smaller of as-is and left/right swapped)."""
-    t = list(_TORSO)
-    direct = np.linalg.norm(a[t, :2] - b[t, :2], axis=1).mean()
-    swapped = np.linalg.norm(a[t, :2] - flip_blazepose(b)[t, :2], axis=1).mean()
-    return float(min(direct, swapped))
-
-
-def _size(d: Detection) -> float:
-    return float(max(d.bbox[2] - d.bbox[0], d.bbox[3] - d.bbox[1], 1.0))
-
-
-def _is_duplicate(d: Detection, found: list[Detection]) -> bool:
-    return any(torso_distance(d.keypoints, f.keypoints) < 0.1 * min(_size(d), _size(f)) for f in found)
-
-
-def find_people(detector: Callable[[np.ndarray], Detection | None], image: np.ndarray,
-                max_people: int = 3, grey: int = 127, dilate: int = 25) -> list[Detection]:
-    """Up to ``max_people`` people in an RGB image, by masking found people and searching crops.
-
-    Args:
-        detector: e.g. :class:`neuralfit.detect.PersonDetector` (segmentation on).
-        image: (H, W, 3) uint8 RGB.
-        grey: the value found people are painted with before the next search.
-        dilate: pixels the person mask is grown by before painting (its border is soft).
-
-    Returns:
-        Detections in full-image pixels (order found); duplicates (same torso) are dropped.
-    """
-    h, w = image.shape[:2]
-    found: list[Detection] = []
-    kernel = np.ones((dilate, dilate), np.uint8)
-
-    def painted(src: np.ndarray) -> np.ndarray:
-        out = src.copy()
-        for f in found:
-            if f.mask is not None:
-                m = cv2.dilate((f.mask > 0.3).astype(np.uint8), kernel) > 0
-                out[m] = grey
-        return out
-
-    # Overlapping crops catch people the full-frame pass misses (small, or next to a bigger one).
-    regions = [(0, 0, w, h)]
-    for fx0, fx1 in ((0.0, 0.6), (0.4, 1.0)):
-        regions.append((int(fx0 * w), 0, int(fx1 * w), h))
-    for fy0, fy1 in ((0.0, 0.6), (0.4, 1.0)):
-        regions.append((0, int(fy0 * h), w, int(fy1 * h)))
-    for x0, y0, x1, y1 in regions:
-        misses = 0
-        while len(found) < max_people and misses < 1:
-            crop = np.ascontiguousarray(painted(image)[y0:y1, x0:x1])
-            d = detector(crop)
-            if d is None:
-                break
-            d = _shift(d, x0, y0, (h, w))
-            if _is_duplicate(d, found):
-                misses += 1
-                continue
-            found.append(d)
-        if len(found) >= max_people:
-            break
-    return found
 
 
 def _midpoints(kp: np.ndarray) -> np.ndarray:

@@ -27,7 +27,7 @@ from neuralfit.eval.multiview import (
     refine_rotations,
     triangulate,
 )
-from neuralfit.eval.people import associate, find_people, fix_side_swaps, track_keypoints
+from neuralfit.eval.people import associate, find_everyone, fix_side_swaps, track_keypoints
 from neuralfit.io.atomic import atomic_path
 
 PEOPLE = ("front", "back")
@@ -186,7 +186,7 @@ def build_set(demo: Path, cache: Path, n_frames: int = 25, refine: bool = True, 
                 dets[f, v] = _load_detections(path)
                 continue
             detector = detector or PersonDetector()
-            dets[f, v] = find_people(detector, load_frame(cache, f, v), max_people=max_people)
+            dets[f, v] = find_everyone(detector, load_frame(cache, f, v), max_people=max_people)
             _save_detections(path, dets[f, v])
     if detector is not None:
         detector.close()

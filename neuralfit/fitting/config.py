@@ -60,6 +60,11 @@ class FitConfig:
     size; uncovered mask pixels pull the body out unless explained as mask false positives
     (``mask_false_positive``). It needs ``FitBatch.mask`` and yields the occlusion map without features.
 
+    Several people of one photo fitted together (issue 17, :mod:`neuralfit.fitting.people`; only where
+    ``FitBatch.group`` puts samples in one photo): ``w_depth_order``: a vertex where another person's mask
+    owns the pixel must lie behind that person's front surface (metres, mean over low-res vertices);
+    ``w_interpenetration``: low-res vertices inside the other body's bone capsules (cm^2, mean over vertices).
+
     Rendering: rasterise every ``cache_every`` iterations (1 = exact every step), ``raster_backend``
     "auto" | "torch" | "pytorch3d" (see neuralfit.render.raster).
     """
@@ -97,6 +102,9 @@ class FitConfig:
     mask_outlier_sigma: float = 0.03
     mask_occlusion_prior: float = 0.3
     mask_false_positive: float = 0.1
+
+    w_depth_order: float = 0.0
+    w_interpenetration: float = 0.0
 
     cache_every: int = 5
     raster_backend: str = "auto"

@@ -53,6 +53,10 @@ class FitBatch:
         focal: focal length in crop pixels, a number or (B,) per sample; None = the convention 5000 * res / 224.
         principal_point: (B, 2) principal point in crop pixels (a photo's camera seen in its crops,
             ``neuralfit.render.camera.crop_camera_from_photo``); None = the crop centre.
+        group: (B,) long, the photo of each sample: samples of one group are people of one photo, fitted
+            together (depth order, interpenetration: ``neuralfit.fitting.people``); None = all independent.
+        occluders: (B, H, W) in [0, 1], the other people's masks in each crop, at the mask's resolution:
+            pixels where someone else is seen (an occluder of this person), or None.
     """
 
     global_orient: torch.Tensor
@@ -67,6 +71,8 @@ class FitBatch:
     mask: torch.Tensor | None = None
     focal: float | torch.Tensor | None = None
     principal_point: torch.Tensor | None = None
+    group: torch.Tensor | None = None
+    occluders: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -213,7 +219,8 @@ class Fitter:
                                                        and self.config.outlier and self.config.w_feature > 0)
         # The mask-outlier term runs for the keypoints fit too (docs/occlusion.md); the mask's size then sets
         # the rasterisation grid.
-        wants_mask = (wants_mask and not self.config.keypoints_only) or self.config.w_mask_outlier > 0
+        wants_mask = (wants_mask and not self.config.keypoints_only) or self.config.w_mask_outlier > 0 or \
+            self.config.w_depth_order > 0 or self.config.w_interpenetration > 0
         if batch.mask is not None and wants_mask:
             m = batch.mask
             if not torch.is_tensor(m) or m.ndim != 3 or m.shape[0] != B or m.shape[1] != m.shape[2] or \
@@ -221,6 +228,16 @@ class Fitter:
                 raise _shape_error("mask", m, f"(B={B}, H, H) matching the feature map")
             out.mask = m.float().to(dev)
             size = int(m.shape[1])
+            o = batch.occluders
+            if o is not None:
+                if not torch.is_tensor(o) or tuple(o.shape) != tuple(m.shape):
+                    raise _shape_error("occluders", o, f"(B={B}, {m.shape[1]}, {m.shape[2]}) like the mask")
+                out.occluders = o.float().to(dev)
+        if batch.group is not None:
+            g = batch.group
+            if not torch.is_tensor(g) or tuple(g.shape) != (B,):
+                raise _shape_error("group", g, f"(B={B},) photo index per sample")
+            out.group = g.long().to(dev)
         if batch.keypoints is not None:
             k = batch.keypoints
             ks = self.body.keypoint_sets.get(batch.joint_set)
@@ -240,7 +257,7 @@ class Fitter:
                 low = k[..., 2] < self.config.min_keypoint_confidence
                 k = torch.cat([k[..., :2], k[..., 2:].masked_fill(low[..., None], 0.0)], dim=-1)
             out.keypoints = k
-        for name in ("features", "part_probs", "mask"):
+        for name in ("features", "part_probs", "mask", "occluders"):
             t = getattr(out, name)
             if t is not None and not torch.isfinite(t).all():
                 raise NeuralfitError(f"{name} contains NaN or inf")
@@ -365,9 +382,11 @@ def _duplicate_batch(batch: FitBatch) -> FitBatch:
 
     go2 = torch.cat([batch.global_orient, rotate_about_vertical(batch.global_orient)], dim=0)
     focal = dup(batch.focal) if torch.is_tensor(batch.focal) else batch.focal
+    # The rotated copies form groups of their own: a hypothesis only meets the same hypothesis of the others.
+    group = None if batch.group is None else torch.cat([batch.group, batch.group + int(batch.group.max()) + 1])
     return FitBatch(go2, dup(batch.body_pose), dup(batch.transl), dup(batch.betas), batch.res, dup(batch.features),
                     dup(batch.part_probs), dup(batch.keypoints), batch.joint_set, dup(batch.mask), focal,
-                    dup(batch.principal_point))
+                    dup(batch.principal_point), group, dup(batch.occluders))
 
 
 def _on_device(module, device: torch.device):

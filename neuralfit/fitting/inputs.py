@@ -35,6 +35,8 @@ class Observations:
         mask: (B, H, W) person probability at the feature-map resolution.
         focal: crop focal in pixels (a number or (B,)); None = the convention ``5000 res / 224``.
         principal_point: (B, 2) in crop pixels; None = the crop centre.
+        group: (B,) photo index per crop (people of one photo are fitted together); None = independent.
+        occluders: (B, H, W) the other people's masks in each crop (same grid as ``mask``).
     """
 
     res: int
@@ -45,6 +47,8 @@ class Observations:
     mask: torch.Tensor | None = None
     focal: float | torch.Tensor | None = None
     principal_point: torch.Tensor | None = None
+    group: torch.Tensor | None = None
+    occluders: torch.Tensor | None = None
 
 
 def check_method(method: str) -> str:
@@ -70,7 +74,8 @@ def fit_batch(start: StartParams, obs: Observations, method: str) -> FitBatch:
     return FitBatch(start.global_orient, start.body_pose, start.transl, start.betas, res=int(obs.res),
                     features=obs.features if neural else None, part_probs=obs.part_probs if neural else None,
                     keypoints=obs.keypoints, joint_set=obs.joint_set if obs.keypoints is not None else "smpl24",
-                    mask=obs.mask, focal=obs.focal, principal_point=obs.principal_point)
+                    mask=obs.mask, focal=obs.focal, principal_point=obs.principal_point, group=obs.group,
+                    occluders=obs.occluders)
 
 
 def observations_from_prediction(pred: Any, keypoints: torch.Tensor | None = None,

@@ -248,7 +248,7 @@ class MaskOutlierTerm:
                     "sel": sel, "b_out": b_out, "w_out": w_out[sel], "bary": bary,
                     "corner_idx": (b_out[:, None] * V + frags.face_verts[sel]).reshape(-1),
                     "nearest": md["nearest"].index_select(0, pix),
-                    "rho": self.pixel_prior(ctx, bary, b_out, frags.face_verts[sel])}
+                    "rho": self.pixel_prior(ctx, bary, b_out, frags.face_verts[sel], pix)}
         self._raster_cache = (key, data)
         return data
 
@@ -276,14 +276,19 @@ class MaskOutlierTerm:
             w = bary / bary.sum(-1, keepdim=True).clamp(min=1e-8)
             return (w * h_v.reshape(-1)[b_idx[:, None] * V + face_verts]).sum(-1)
 
-    def pixel_prior(self, ctx, bary: torch.Tensor, b_idx: torch.Tensor, face_verts: torch.Tensor) -> torch.Tensor:
+    def pixel_prior(self, ctx, bary: torch.Tensor, b_idx: torch.Tensor, face_verts: torch.Tensor,
+                    pix: torch.Tensor | None = None) -> torch.Tensor:
         """(n,) occlusion prior ``rho_i = rho_0 + (1 - rho_0) h_i`` of n covered pixels (see
-        :meth:`hidden_pixels`), evaluated at the rasterising iterate (a prior weight; it moves slowly)."""
+        :meth:`hidden_pixels`), evaluated at the rasterising iterate (a prior weight; it moves slowly).
+        Where another person is seen (``FitBatch.occluders`` at the flat pixel indices ``pix``), the prior
+        is at least that person's mask probability: someone in front explains the missing body."""
         rho0 = self.cfg.mask_occlusion_prior
         h = self.hidden_pixels(ctx, bary, b_idx, face_verts)
-        if h is None:
-            return torch.full(b_idx.shape, rho0, device=b_idx.device)
-        return (rho0 + (1.0 - rho0) * h).clamp(max=_RHO_MAX)
+        rho = torch.full(b_idx.shape, rho0, device=b_idx.device) if h is None else rho0 + (1.0 - rho0) * h
+        occ = getattr(ctx.batch, "occluders", None)
+        if occ is not None and pix is not None:
+            rho = torch.maximum(rho, occ.reshape(-1).index_select(0, pix))
+        return rho.clamp(max=_RHO_MAX)
 
     def __call__(self, ctx) -> torch.Tensor | None:
         mask = ctx.batch.mask

@@ -19,6 +19,7 @@ import torch
 
 from neuralfit.fitting.config import FitConfig
 from neuralfit.fitting.losses import keypoint_loss, l2_shape_penalty, partseg_loss, silhouette_loss
+from neuralfit.fitting.people import people_terms
 from neuralfit.fitting.posing import FitBody, Posed
 from neuralfit.fitting.robust import robust_terms
 from neuralfit.render.camera import CropCamera
@@ -156,4 +157,5 @@ def default_terms(cfg: FitConfig, neural_model=None, prior=None, joint_prior=Non
         terms.append(Term("shape_prior", cfg.w_shape_prior, _penalty_of("betas", sp), stages=(2,)))
     terms.append(Term("init_pose", cfg.w_init_pose, _init_pose, stages=(2,)))
     terms += robust_terms(cfg)  # issue 16: keypoint outliers, mask silhouette (weight 0 = off)
+    terms += people_terms(cfg)  # issue 17: depth order and interpenetration between people of one photo
     return [t for t in terms if t.weight > 0]

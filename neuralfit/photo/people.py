@@ -89,60 +89,138 @@ def box_from_keypoints(kp: np.ndarray, image_hw: tuple[int, int], min_conf: floa
 
 
 def detect_in_box(detector, image: np.ndarray, bbox: np.ndarray):
-    """Run the detector on a padded region around a user box; keypoints back in photo pixels."""
+    """Run the detector on a padded region around a box; keypoints and mask back in photo pixels.
+
+    mediapipe returns the most prominent person of the region, which can be someone in front of the
+    box's person: when the detection's box overlaps the given one by less than half (IoU), that person is
+    painted out and the region searched once more; the better-overlapping detection is kept.
+    """
+    from neuralfit.detect.everyone import box_iou
+
     h, w = image.shape[:2]
     bw, bh = bbox[2] - bbox[0], bbox[3] - bbox[1]
     x0, y0 = int(max(bbox[0] - 0.1 * bw, 0)), int(max(bbox[1] - 0.1 * bh, 0))
     x1, y1 = int(min(bbox[2] + 0.1 * bw, w)), int(min(bbox[3] + 0.1 * bh, h))
     if x1 - x0 < 8 or y1 - y0 < 8:
         return None
-    det = detector(np.ascontiguousarray(image[y0:y1, x0:x1]))
-    if det is None:
+    region = np.ascontiguousarray(image[y0:y1, x0:x1])
+    best, best_iou = None, -1.0
+    for _ in range(2):
+        det = detector(region)
+        if det is None:
+            break
+        iou = box_iou(det.bbox + np.array([x0, y0, x0, y0], np.float32), bbox)
+        if iou > best_iou:
+            best, best_iou = det, iou
+        if iou >= 0.5 or det.mask is None:
+            break
+        region = region.copy()
+        region[det.mask > 0.3] = 127  # someone else: paint them out and look again
+    if best is None:
         return None
-    det.keypoints[:, 0] += x0
-    det.keypoints[:, 1] += y0
-    if det.mask is not None:
+    best.keypoints[:, 0] += x0
+    best.keypoints[:, 1] += y0
+    best.bbox = best.bbox + np.array([x0, y0, x0, y0], np.float32)
+    if best.mask is not None:
         full = np.zeros((h, w), np.float32)
-        full[y0:y1, x0:x1] = det.mask
-        det.mask = full
-    return det
+        full[y0:y1, x0:x1] = best.mask
+        best.mask = full
+    return best
 
 
-def find_people(get_detector: Callable, pic: np.ndarray, keypoints: list | None, box: np.ndarray | None,
-                image_index: int, box_alone_ok: bool) -> list[Person]:
-    """People of one photo: from the user's keypoints, else mediapipe (inside the user box if given).
+def _person(image_index: int, d, box: np.ndarray | None) -> Person:
+    return Person(image_index, np.asarray(box if box is not None else d.bbox, np.float32),
+                  d.keypoints.astype(np.float32), "blazepose33", mask=d.mask,
+                  world_landmarks=getattr(d, "world_landmarks", None))
 
-    ``box_alone_ok``: a user box where mediapipe finds nobody still gives a person (a network can supply
-    the keypoints).
+
+def _match_boxes(dets: list, boxes: np.ndarray, min_iou: float = 0.3) -> list[int | None]:
+    """For each given box, the index of the detection that overlaps it best (one-to-one, IoU >= min_iou)."""
+    from scipy.optimize import linear_sum_assignment
+
+    from neuralfit.detect.everyone import box_iou
+
+    out: list[int | None] = [None] * len(boxes)
+    if not dets:
+        return out
+    iou = np.array([[box_iou(d.bbox, b) for d in dets] for b in boxes])
+    rows, cols = linear_sum_assignment(-iou)
+    for r, c in zip(rows, cols, strict=True):
+        if iou[r, c] >= min_iou:
+            out[r] = int(c)
+    return out
+
+
+def find_people(get_detector: Callable, pic: np.ndarray, keypoints: list | None, boxes: np.ndarray | None,
+                image_index: int, box_alone_ok: bool, max_people: int = 1) -> list[Person]:
+    """People of one photo: from the user's keypoints, else mediapipe (inside the user's boxes if given).
+
+    Args:
+        keypoints: the people of a keypoint file for this photo, or None (mediapipe).
+        boxes: (n, 4) user boxes, or None. One box: mediapipe inside it. Several: everyone is found in the
+            photo (:func:`neuralfit.detect.everyone.find_everyone`) and matched to the boxes by overlap;
+            a box left without a match is searched on its own with the found people painted out.
+        box_alone_ok: a user box where mediapipe finds nobody still gives a person (a network can supply
+            the keypoints).
+        max_people: without boxes, at most this many people (largest first); 1 = one detector call.
     """
     h, w = pic.shape[:2]
+    if boxes is not None and len(boxes) == 0:
+        return []
     if keypoints is not None:
         found = []
         for pk in keypoints:
             k = np.asarray(pk.keypoints, dtype=np.float32)
-            pbox = box if box is not None else box_from_keypoints(k, (h, w), BOX_CONFIDENCE)
+            pbox = box_from_keypoints(k, (h, w), BOX_CONFIDENCE)
+            if boxes is not None and pbox is not None:
+                from neuralfit.detect.everyone import box_iou
+
+                # The user's box that overlaps this person most (one box: that box, as before).
+                pbox = boxes[int(np.argmax([box_iou(pbox, b) for b in boxes]))]
+            elif boxes is not None:
+                pbox = boxes[0] if len(boxes) == 1 else None
             if pbox is not None and (k[:, 2] >= BOX_CONFIDENCE).sum() >= 4:
                 found.append(Person(image_index, np.asarray(pbox, np.float32), k, pk.joint_set))
         return found
     det = get_detector()
-    d = detect_in_box(det, pic, box) if box is not None else det(pic)
-    if d is None:
-        if box is not None and box_alone_ok:
-            return [Person(image_index, np.asarray(box, np.float32), None, None)]
-        return []
-    return [Person(image_index, np.asarray(box if box is not None else d.bbox, np.float32),
-                   d.keypoints.astype(np.float32), "blazepose33", mask=d.mask,
-                   world_landmarks=getattr(d, "world_landmarks", None))]
+    if boxes is None:
+        from neuralfit.detect.everyone import find_everyone
+
+        return [_person(image_index, d, None) for d in find_everyone(det, pic, max_people)]
+    if len(boxes) == 1:
+        dets, match = [], [None]
+    else:
+        from neuralfit.detect.everyone import find_everyone
+
+        dets = find_everyone(det, pic, max(len(boxes), max_people))
+        match = _match_boxes(dets, boxes)
+    people = []
+    for box, j in zip(boxes, match, strict=True):
+        if j is not None:
+            people.append(_person(image_index, dets[j], box))
+            continue
+        painted = pic
+        for d in dets:
+            if d.mask is not None:
+                painted = painted.copy() if painted is pic else painted
+                painted[d.mask > 0.3] = 127
+        d = detect_in_box(det, painted, box)
+        if d is not None:
+            people.append(_person(image_index, d, box))
+        elif box_alone_ok:
+            people.append(Person(image_index, np.asarray(box, np.float32), None, None))
+    return people
 
 
-def crop_mask(mask: np.ndarray, aff: np.ndarray, res: int, size: int) -> np.ndarray:
+def crop_mask(mask: np.ndarray, aff: np.ndarray, res: int, size: int, outside: float = 0.5) -> np.ndarray:
     """A photo's (H, W) person probability -> (size, size) over the crop ``aff`` (the feature map's grid).
 
-    Outside the photo the probability is 0.5 (unknown), not 0: the crop's padding says nothing."""
+    Outside the photo the probability is ``outside``: 0.5 (unknown) for the person's own mask, since the
+    crop's padding says nothing; 0 for an occluder map (nobody is known to be there)."""
     import cv2
 
     from neuralfit.data.crop import warp
 
     inside = warp(np.ones(mask.shape, np.float32), aff, res)
-    m = warp(mask.astype(np.float32), aff, res) + 0.5 * (1.0 - inside)
+    m = warp(mask.astype(np.float32), aff, res) + outside * (1.0 - inside)
     return cv2.resize(m, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32)

@@ -29,7 +29,9 @@ class PersonCrop:
     Attributes:
         crop: centre, scale, res; keypoints: (J, 3) of ``joint_set`` or None; mask: (res/4, res/4) person
         probability or None; focal, principal_point: the photo camera seen in the crop; box: (4,) the
-        person box; pixels: (res, res, 3) uint8 RGB or None (only kept when a network reads them).
+        person box; pixels: (res, res, 3) uint8 RGB or None (only kept when a network reads them);
+        occluders: (res/4, res/4) the other people of the photo (their masks, max) over the crop, or None;
+        image_index: the photo of the chunk.
     """
 
     crop: Crop
@@ -40,6 +42,8 @@ class PersonCrop:
     principal_point: np.ndarray
     box: np.ndarray
     pixels: np.ndarray | None = None
+    occluders: np.ndarray | None = None
+    image_index: int = 0
 
 
 @dataclass
@@ -80,7 +84,12 @@ def crop_people(pics: list, people: list[Person], results: list[ImageFit], res: 
         box = apply_affine(aff, np.array([[p.bbox[0], p.bbox[1]], [p.bbox[2], p.bbox[3]]])).reshape(-1)
         mask = None if p.mask is None else crop_mask(p.mask, aff, res, size)
         pixels = warp(pics[p.image_index], aff, res) if keep_pixels else None
-        out.append(PersonCrop(crop, kp, p.joint_set if kp is not None else None, mask, f, pp, box, pixels))
+        others = [q.mask for q in people if q is not p and q.image_index == p.image_index and q.mask is not None]
+        occluders = None
+        if others:
+            occluders = crop_mask(np.maximum.reduce(others), aff, res, size, outside=0.0)
+        out.append(PersonCrop(crop, kp, p.joint_set if kp is not None else None, mask, f, pp, box, pixels,
+                              occluders, p.image_index))
     return out
 
 
@@ -159,6 +168,12 @@ def fit_all(method: str, crops: list[PersonCrop], starts: list[PersonStart], pre
             size = next(m for m in masks if m is not None).shape[0]
             obs.mask = torch.tensor(np.stack([m if m is not None else np.full((size, size), 0.5, np.float32)
                                               for m in masks]))
+            # Several people of one photo in this batch: fitted together (depth order, interpenetration),
+            # each one's mask an occluder of the others (neuralfit.fitting.people).
+            obs.group = torch.tensor([crops[j].image_index for j in members])
+            if any(crops[j].occluders is not None for j in members):
+                obs.occluders = torch.tensor(np.stack([crops[j].occluders if crops[j].occluders is not None
+                                                       else np.zeros((size, size), np.float32) for j in members]))
         start = StartParams.cat([starts[j].params for j in members])
         cfg = config if knows_facing else config.with_(second_hypothesis=True)
         fitter = Fitter(body, neural_model if method == "neural" else None, prior, cfg, device=device)
