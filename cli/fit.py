@@ -50,7 +50,8 @@ EXIT_SOME_FAILED = 3
                    "(docs/fit.md). Not with --bbox.")
 @click.option("--max-people", type=int, default=None, metavar="N",
               callback=lambda ctx, param, value: check_positive_int("--max-people", value),
-              help="Fit at most N people per photo (>= 1; default: the library's, FitImageConfig.max_people).")
+              help="At most N people per photo found by the search (>= 1; 1 = single-person; default: the "
+                   "library's, FitImageConfig.max_people). A --boxes file's boxes are not capped.")
 @device_option  # checks cpu | cuda | cuda:N (and that a GPU exists) while parsing
 @click.option("--method", type=click.Choice(["neural", "keypoints", "regressor"]), default=None,
               help="neural (full NeuralSMPL fit), keypoints (keypoints + priors only), regressor (the start, "

@@ -272,19 +272,23 @@ def test_cli_max_people_reaches_the_config(tmp_path: Path, photos, capsys, monke
 @pytest.mark.slow
 @needs_max_people
 def test_fit_with_boxes_file_end_to_end(tmp_path: Path, capsys, monkeypatch):
-    """A real (regressor) fit: a photo with ``[]`` comes back no_person (exit 3) while one with a box is
-    fitted (on noise: mediapipe finds nobody in the box, so the network's keypoints stand in)."""
+    """A real (regressor) fit: a photo with ``[]`` comes back no_person (exit 3) while one with a box, and
+    one with two, are fitted one person per box (on noise: mediapipe finds nobody in a box, so the
+    network's keypoints stand in)."""
     from neuralfit.io.images import save_png
 
     rng = np.random.default_rng(0)
-    for name in ("empty.png", "boxed.png"):
+    names = ("empty.png", "boxed.png", "two.png")
+    for name in names:
         save_png(tmp_path / name, rng.integers(0, 255, (240, 320, 3), dtype=np.uint8))
-    boxes = write(tmp_path, {"empty.png": [], "boxed.png": [[100, 20, 220, 230]]})
+    boxes = write(tmp_path, {"empty.png": [], "boxed.png": [[100, 20, 220, 230]],
+                             "two.png": [[10, 20, 120, 230], {"bbox": [130, 20, 240, 230], "score": 0.5}]})
     out = tmp_path / "out"
-    code, err = run_cli(["fit", tmp_path / "empty.png", tmp_path / "boxed.png", "--out", out, "--boxes", boxes,
+    code, err = run_cli(["fit", *(tmp_path / n for n in names), "--out", out, "--boxes", boxes,
                          "--method", "regressor", "--no-overlay", "-q"], capsys, monkeypatch)
     assert code == 3, err
     assert any(ln.startswith("warning:") and "empty.png" in ln for ln in err.splitlines()), err
     assert not (out / "empty" / "fit.json").exists()
     result = json.loads((out / "boxed" / "fit.json").read_text())
-    assert result["status"] == "ok"
+    assert result["status"] == "ok" and len(result["people"]) == 1
+    assert len(json.loads((out / "two" / "fit.json").read_text())["people"]) == 2  # one person per box
