@@ -167,3 +167,22 @@ def test_bad_camera_values_raise_one_line(kw):
     with pytest.raises(NeuralfitError) as e:
         photo_intrinsics((600, 800), **kw)
     assert "\n" not in str(e.value)
+
+
+def test_weighted_solve_gives_nan_rows_not_an_exception_when_singular():
+    """A sample whose system is singular (weights blown up to inf by a depth near 0) gets NaN, so
+    place_in_camera falls back for it; the other samples are solved as usual."""
+    import torch
+
+    from neuralfit.init.camera import _weighted_solve
+
+    g = torch.Generator().manual_seed(0)
+    pts = torch.randn(2, 8, 3, generator=g)
+    t_true = torch.tensor([0.1, -0.2, 4.0])
+    p = pts + t_true
+    xn, yn = p[..., 0] / p[..., 2], p[..., 1] / p[..., 2]
+    w = torch.ones(2, 8)
+    w[1] = float("inf")
+    t = _weighted_solve(xn, yn, pts, w)
+    assert torch.allclose(t[0], t_true, atol=1e-4)
+    assert torch.isnan(t[1]).all()

@@ -9,9 +9,11 @@ that crop, all bodies live in one metric camera frame. Two terms couple them:
   holds, in each person's crop, the other people's masks. Where another person's mask owns a pixel
   (occluder > 0.5 > own mask) and a vertex of this body projects there, that person is in front: the
   vertex must lie behind the other body's front surface at that pixel (the nearest depth of its
-  low-res vertices projecting within ``1.5`` mask cells). Per vertex ``relu(z_front_other - z_v)``
-  (metres), averaged over the body's low-res vertices. Each ordered pair is scored in the first person's
-  crop, so both directions are covered.
+  low-res vertices projecting within ``1.5`` mask cells). Per vertex the violation ``e = relu(z_front_other
+  - z_v)`` (metres) costs ``e^2 / (e^2 + 0.1^2)`` (Geman-McClure: bounded, so a body misplaced in 2D onto
+  someone else's pixels, or a second person put metres too far, is not dragged through the scene), averaged
+  over the body's low-res vertices. Each ordered pair is scored in the first person's crop, so both
+  directions are covered. Which vertices meet which pixels is found every ``_REFRESH`` evaluations.
 * **Interpenetration** (:class:`InterpenetrationTerm`, ``w_interpenetration``): every low-res vertex of
   one body against capsules around the other body's bones (one per SMPL bone, radius = 0.8 x the median
   distance of the rest-pose vertices nearest that bone, so touching costs nothing);
@@ -32,6 +34,10 @@ from neuralfit.fitting.posing import FitBody, Posed
 _SPLAT_CELLS = 1.5
 #: Ownership of a pixel: the other person's mask above this, this person's below 1 - it.
 _OWN = 0.5
+#: Scale (metres) of the depth-order violation's robust cost.
+_DEPTH_SIGMA = 0.1
+#: Evaluations between searches of which vertices share pixels (the gradient flows every evaluation).
+_REFRESH = 5
 #: Capsule radius as a share of the median rest-pose vertex distance to the bone.
 _RADIUS_SHRINK = 0.8
 
@@ -53,6 +59,38 @@ def _project(points: torch.Tensor, focal: torch.Tensor, pp: torch.Tensor) -> tor
 class DepthOrderTerm:
     """``context -> (B,)`` mask-based depth-order loss (module docstring); None without groups or masks."""
 
+    def __init__(self) -> None:
+        self._cache: tuple[tuple, int, list] | None = None
+
+    def _meetings(self, ctx, pairs, verts: torch.Tensor, focal: torch.Tensor, pp: torch.Tensor, cell: float) -> list:
+        """Per ordered pair (a, o): a's vertices on pixels o's mask owns, and for each the (n, V) mask of o's
+        vertices projecting near it; recomputed every ``_REFRESH`` calls on one batch."""
+        b = ctx.batch
+        key = (b.occluders, b.mask, tuple(verts.shape))  # the tensors themselves: ids of freed ones are reused
+        if self._cache is not None and self._cache[1] < _REFRESH and self._cache[0][0] is key[0] and \
+                self._cache[0][1] is key[1] and self._cache[0][2] == key[2]:
+            self._cache = (key, self._cache[1] + 1, self._cache[2])
+            return self._cache[2]
+        S = b.occluders.shape[-1]
+        out = []
+        with torch.no_grad():
+            for a, o in zip(*pairs, strict=True):
+                a, o = int(a), int(o)
+                uv_a = _project(verts[a], focal[a], pp[a])  # this body in its own crop
+                uv_o = _project(verts[o], focal[a], pp[a])  # the other body in the same crop
+                g = (uv_a / cell - 0.5).round().long().clamp(0, S - 1)
+                owned = (b.occluders[a, g[:, 1], g[:, 0]] > _OWN) & (b.mask[a, g[:, 1], g[:, 0]] < 1.0 - _OWN)
+                owned &= verts[a, :, 2] > 0
+                idx = torch.nonzero(owned, as_tuple=True)[0]
+                if not idx.numel():
+                    continue
+                near = torch.cdist(uv_a[idx], uv_o) < _SPLAT_CELLS * cell  # (n, V)
+                has = near.any(1)
+                if has.any():
+                    out.append((a, o, idx[has], near[has]))
+        self._cache = (key, 1, out)
+        return out
+
     def __call__(self, ctx) -> torch.Tensor | None:
         b = ctx.batch
         pairs = group_pairs(getattr(b, "group", None))
@@ -67,26 +105,11 @@ class DepthOrderTerm:
         focal = torch.as_tensor(f, dtype=verts.dtype, device=verts.device).expand(B)
         c = cam.principal_point if cam.principal_point is not None else (cam.res / 2.0, cam.res / 2.0)
         pp = torch.as_tensor(c, dtype=verts.dtype, device=verts.device).expand(B, 2)
-        cell = cam.res / S
         loss = verts.new_zeros(B)
-        for a, o in zip(*pairs, strict=True):
-            a, o = int(a), int(o)
-            uv_a = _project(verts[a], focal[a], pp[a])  # this body in its own crop
-            uv_o = _project(verts[o], focal[a], pp[a])  # the other body in the same crop
-            with torch.no_grad():
-                g = (uv_a / cell - 0.5).round().long().clamp(0, S - 1)
-                owned = (occ[a, g[:, 1], g[:, 0]] > _OWN) & (b.mask[a, g[:, 1], g[:, 0]] < 1.0 - _OWN)
-                owned &= verts[a, :, 2] > 0
-                if not owned.any():
-                    continue
-                idx = torch.nonzero(owned, as_tuple=True)[0]
-                near = torch.cdist(uv_a[idx].detach(), uv_o.detach()) < _SPLAT_CELLS * cell  # (n, V)
-                has = near.any(1)
-                if not has.any():
-                    continue
-                idx, near = idx[has], near[has]
+        for a, o, idx, near in self._meetings(ctx, pairs, verts.detach(), focal, pp, cam.res / S):
             z_o = verts[o, :, 2][None].expand(len(idx), V).masked_fill(~near, float("inf")).amin(1)
-            loss[a] = loss[a] + torch.relu(z_o - verts[a, idx, 2]).sum() / V
+            e2 = torch.relu(z_o - verts[a, idx, 2]).pow(2)
+            loss[a] = loss[a] + (e2 / (e2 + _DEPTH_SIGMA ** 2)).sum() / V
         return loss
 
 
@@ -122,6 +145,12 @@ class InterpenetrationTerm:
             return None
         child, parent, radius = self.bones(ctx.body, posed.joints.device)
         ia, ib = pairs
+        with torch.no_grad():  # only pairs whose boxes (grown by the thickest capsule) meet can touch
+            lo, hi = posed.lowres.amin(1) - radius.max(), posed.lowres.amax(1) + radius.max()
+            meet = ((lo[ia] <= hi[ib]) & (lo[ib] <= hi[ia])).all(-1)
+        if not meet.any():
+            return posed.lowres.new_zeros(posed.lowres.shape[0])
+        ia, ib = ia[meet], ib[meet]
         # Vertices of a against the capsules of b, all pairs at once: (P, V, K).
         d = _segment_distance(posed.lowres[ia], posed.joints[ib][:, parent], posed.joints[ib][:, child])
         pen = torch.relu(radius - d) * (radius > 0) / 0.01  # centimetres

@@ -72,7 +72,10 @@ def _weighted_solve(xn: torch.Tensor, yn: torch.Tensor, pts: torch.Tensor, w: to
     ww = torch.cat([w, w], dim=1)
     ata = torch.einsum("bn,bni,bnj->bij", ww, a, a) + 1e-9 * torch.eye(3, dtype=a.dtype, device=a.device)
     atb = torch.einsum("bn,bni,bn->bi", ww, a, rhs)
-    return torch.linalg.solve(ata, atb)
+    # A singular system (no usable keypoint, or weights blown up by a depth near 0) gives NaN rows, which the
+    # caller replaces with its fallback placement; torch.linalg.solve would raise for the whole batch.
+    t, info = torch.linalg.solve_ex(ata, atb)
+    return torch.where((info == 0)[:, None] & torch.isfinite(t), t, torch.full_like(t, float("nan")))
 
 
 def _similar_triangles(xn: torch.Tensor, yn: torch.Tensor, pts: torch.Tensor, w: torch.Tensor,
