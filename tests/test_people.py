@@ -180,3 +180,27 @@ def test_depth_order_penalises_the_body_in_front_where_the_other_owns_the_pixels
     # a in front by 1 m where b owns everything: its vertices are ~1 m in front of b's front surface.
     assert 0.3 < float(wrong[0]) < 1.5 and float(wrong[1]) == 0.0
     assert float(right.abs().max()) < 0.05
+
+
+def test_side_view_keeps_people_far_apart_in_depth_in_the_picture(free_body):
+    """Two people 4 m apart in depth sit side by side in the side view; both must stay in the picture."""
+    from neuralfit.photo.outputs import _SIDE_BACKGROUND, side_view
+    from neuralfit.photo.results import ImageFit, PersonFit
+
+    fb = FitBody.from_body(free_body)
+    posed = free_body(betas=torch.zeros(2, fb.n_betas), global_orient=torch.tensor([[math.pi, 0.0, 0.0]] * 2),
+                      body_pose=torch.zeros(2, 69), transl=torch.tensor([[0.0, 0.0, 3.0], [-0.8, 0.0, 7.0]]))
+    faces = free_body.faces.cpu().numpy()
+    r = ImageFit(source="x", stem="x", image_size=(480, 360), focal_length=500.0,
+                 principal_point=np.array([180.0, 240.0]))
+    for k in range(2):
+        v = posed.vertices[k].numpy()
+        r.people.append(PersonFit(np.zeros(10), np.zeros(3), np.zeros(69), np.zeros(3), posed.joints[k].numpy(), v,
+                                  np.zeros(4), np.zeros(2), 1.0, None, None))
+    pic = side_view(r, faces)
+    body = (pic != _SIDE_BACKGROUND).any(-1)
+    cols = np.nonzero(body.any(0))[0]
+    # Both bodies drawn: two separate runs of columns, neither touching the picture's border.
+    gaps = np.nonzero(np.diff(cols) > 1)[0]
+    assert len(gaps) >= 1 and cols.min() > 0 and cols.max() < pic.shape[1] - 1
+    assert body[0].sum() == 0 and body[-1].sum() == 0

@@ -40,7 +40,7 @@ def side_view(r: ImageFit, faces: np.ndarray) -> np.ndarray:
     """The fitted bodies turned ``SIDE_ANGLE_DEG`` about the vertical through their centre, same camera.
 
     Depth becomes horizontal: a body leaning toward the camera or folded in depth shows here, while it
-    looks right in the overlay.
+    looks right in the overlay. With several people the view steps back until everyone is in the picture.
     """
     from neuralfit.io.images import render_people
 
@@ -52,6 +52,14 @@ def side_view(r: ImageFit, faces: np.ndarray) -> np.ndarray:
     a = math.radians(SIDE_ANGLE_DEG)
     R = np.array([[math.cos(a), 0.0, math.sin(a)], [0.0, 1.0, 0.0], [-math.sin(a), 0.0, math.cos(a)]])
     verts = [(p.vertices - centre) @ R.T + centre for p in r.people]
+    # People far apart in depth end up side by side and can leave the frame: step the view back along
+    # the optical axis until every body projects inside the picture (one person: no step needed).
+    allv = np.concatenate(verts)
+    for back in (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0):
+        uv = project_points(allv + np.array([0.0, 0.0, back]), r.focal_length, r.principal_point)
+        if (allv[:, 2] + back > 0.1).all() and (uv >= 0).all() and (uv[:, 0] < w).all() and (uv[:, 1] < h).all():
+            break
+    verts = [v + np.array([0.0, 0.0, back]) for v in verts]
     picture, _ = render_people(canvas, verts, faces, r.focal_length, tuple(r.principal_point), alpha=1.0)
     return picture
 
