@@ -134,6 +134,26 @@ def _person(image_index: int, d, box: np.ndarray | None) -> Person:
                   world_landmarks=getattr(d, "world_landmarks", None))
 
 
+def _redetect(detector, pic: np.ndarray, d, others: list):
+    """``d`` found again inside its own box with the other people painted out, as a top-down pipeline
+    runs pose per person box: on Demo_MultiPerson the whole-photo detection of the woman in front scored
+    3.3 mm PA-MPJPE worse than mediapipe inside her box. The first answer is kept when the box search
+    finds nobody or someone else (torso off ``d``'s by more than 20 % of its size)."""
+    from neuralfit.detect.everyone import body_region, box_size, torso_distance
+
+    h, w = pic.shape[:2]
+    box = box_from_keypoints(d.keypoints, (h, w), BOX_CONFIDENCE)
+    if box is None:
+        return d
+    painted = pic.copy()
+    for o in others:
+        painted[body_region(o, (h, w))] = 127
+    again = detect_in_box(detector, painted, box)
+    if again is None or torso_distance(again.keypoints, d.keypoints) > 0.2 * box_size(d):
+        return d
+    return again
+
+
 def _match_boxes(dets: list, boxes: np.ndarray, min_iou: float = 0.3) -> list[int | None]:
     """For each given box, the index of the detection that overlaps it best (one-to-one, IoU >= min_iou)."""
     from scipy.optimize import linear_sum_assignment
@@ -186,7 +206,10 @@ def find_people(get_detector: Callable, pic: np.ndarray, keypoints: list | None,
     if boxes is None:
         from neuralfit.detect.everyone import find_everyone
 
-        return [_person(image_index, d, None) for d in find_everyone(det, pic, max_people)]
+        dets = find_everyone(det, pic, max_people)
+        if len(dets) > 1:
+            dets = [_redetect(det, pic, d, [o for o in dets if o is not d]) for d in dets]
+        return [_person(image_index, d, None) for d in dets]
     if len(boxes) == 1:
         dets, match = [], [None]
     else:
