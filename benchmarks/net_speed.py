@@ -7,6 +7,7 @@ milliseconds per crop (median and best of the timed runs after warm-up).
     OMP_NUM_THREADS=2 python benchmarks/net_speed.py [--res 192 224 256] [--dims 64 128] [--runs 10]
     OMP_NUM_THREADS=1 python benchmarks/net_speed.py --network neuralfit/nets/assets/ghum.pt --batches 1  # a checkpoint
     OMP_NUM_THREADS=1 python benchmarks/net_speed.py --ghum --batches 1   # the BlazePose GHUM architecture, untrained
+    OMP_NUM_THREADS=1 python benchmarks/net_speed.py --network neuralfit/nets/assets/ghum.pt --engine torch  # GHUM's port
 
 Wall-clock times depend on what else runs on the machine. The last column is the *CPU time* the
 process used per crop (``time.process_time``): it does not count time spent waiting for a core, so on
@@ -49,6 +50,9 @@ def main() -> None:
     ap.add_argument("--network", action="append", default=[], help="time this checkpoint instead (repeatable)")
     ap.add_argument("--ghum", action="store_true", help="time the BlazePose GHUM network's architecture instead")
     ap.add_argument("--body", default="free")
+    ap.add_argument("--engine", choices=("auto", "interpreter", "torch"), default=None,
+                    help="GHUM networks: run the trunk with this engine (torch = the PyTorch port, what the "
+                         "default install without the `ghum` extra uses)")
     args = ap.parse_args()
     if args.network or args.ghum:
         time_checkpoints(args)
@@ -83,6 +87,11 @@ def time_checkpoints(args: argparse.Namespace) -> None:
 
         body = load_body_model(args.body)
         nets += [(p, load_network(p, body)) for p in args.network]
+    if args.engine is not None:
+        for i, (name, net) in enumerate(nets):
+            if net.config.backbone == "blazepose-ghum":
+                net.backbone.engine = args.engine
+                nets[i] = (f"{name} [{args.engine}]", net)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"{'network':>40} {'res':>5} {'batch':>6} {'wall ms/crop med':>17} {'wall best':>10} {'CPU ms/crop':>12}")
     for name, net in nets:

@@ -101,8 +101,10 @@ def test_missing_interpreter_is_one_line_error(monkeypatch, tmp_path) -> None:
     fake.write_bytes(b"x")
     monkeypatch.setattr(bp, "interpreter_available", lambda: False)
     with pytest.raises(NeuralfitError, match="ai-edge-litert") as err:
-        bp.BlazePoseGHUMBackbone(weights=str(fake))
+        bp.BlazePoseGHUMBackbone(weights=str(fake), engine="interpreter")
     assert "\n" not in str(err.value)
+    # "auto" (what a loaded network uses) falls back to the PyTorch port: no optional package needed
+    assert bp.BlazePoseGHUMBackbone(weights=str(fake)).uses_port("cpu")
     monkeypatch.setitem(__import__("sys").modules, "ai_edge_litert.interpreter", None)
     with pytest.raises(NeuralfitError, match="ai-edge-litert"):
         bp._interpreter_class()
@@ -140,13 +142,53 @@ def test_network_checkpoint_holds_no_trunk_weights(tmp_path) -> None:
     assert (a["part_logits"] - b["part_logits"]).abs().max() < 0.05  # fp16 storage
 
 
-def _have_port() -> bool:
-    import importlib.util
+def _have_model_file() -> bool:
+    try:
+        return bp.default_model_path().is_file()
+    except NeuralfitError:
+        return False
 
-    return bp.trunk_available() and importlib.util.find_spec("tflite") is not None
+
+@pytest.mark.skipif(not _have_model_file(), reason="needs mediapipe's pose_landmark_full.tflite")
+def test_default_install_runs_the_port(monkeypatch) -> None:
+    # without ai-edge-litert (the optional `ghum` extra) the backbone runs mediapipe's file through the port
+    monkeypatch.setattr(bp, "interpreter_available", lambda: False)
+    bb = bp.BlazePoseGHUMBackbone()
+    assert bb.uses_port("cpu") and bb.uses_port("cuda")
+    levels = bb.trunk_levels(_photo_like(1, 256, seed=5))
+    assert [tuple(t.shape) for t in levels] == [(1, ch, 256 // s, 256 // s) for s, _, ch in bp.GHUM_LEVELS]
+    assert bb._port is not None and all(torch.isfinite(t).all() for t in levels)
 
 
-@pytest.mark.skipif(not _have_port(), reason="needs the trunk, ai-edge-litert and tflite")
+@pytest.mark.skipif(not _have_model_file(), reason="needs mediapipe's pose_landmark_full.tflite")
+def test_port_reader_matches_the_tflite_package() -> None:
+    tflite = pytest.importorskip("tflite")
+    from neuralfit.nets.blazepose_port import GHUMTorchPort
+
+    a = GHUMTorchPort(bp.default_model_path())  # the built-in reader on the flatbuffers runtime
+    b = GHUMTorchPort(bp.default_model_path(), schema=tflite)
+    assert a.tensor_names == b.tensor_names and a.tensor_shapes == b.tensor_shapes
+    assert (a.input_id, a.output_ids) == (b.input_id, b.output_ids)
+    assert sorted(a.consts) == sorted(b.consts) and all(np.array_equal(a.consts[k], b.consts[k]) for k in a.consts)
+    assert [op[:3] for op in a.ops] == [op[:3] for op in b.ops]
+    fields = {"CONV_2D": ("Conv2DOptions", "Padding StrideW StrideH FusedActivationFunction DilationWFactor DilationHFactor"),
+              "DEPTHWISE_CONV_2D": ("DepthwiseConv2DOptions", "Padding StrideW StrideH DepthMultiplier "
+                                    "FusedActivationFunction DilationWFactor DilationHFactor"),
+              "ADD": ("AddOptions", "FusedActivationFunction"),
+              "RESIZE_BILINEAR": ("ResizeBilinearOptions", "AlignCorners HalfPixelCenters"),
+              "MAX_POOL_2D": ("Pool2DOptions", "Padding StrideW StrideH FilterWidth FilterHeight FusedActivationFunction")}
+    checked = 0
+    for (name, _, _, ta), (_, _, _, tb) in zip(a.ops, b.ops, strict=True):
+        if name in fields:
+            cls, names = fields[name]
+            oa, ob = a._opts(cls, ta), b._opts(cls, tb)
+            for f in names.split():
+                assert getattr(oa, f)() == getattr(ob, f)(), (name, f)
+                checked += 1
+    assert checked > 500
+
+
+@needs_trunk
 def test_torch_port_matches_the_interpreter_tensor_by_tensor(backbone: bp.BlazePoseGHUMBackbone) -> None:
     from neuralfit.nets.blazepose_port import GHUMTorchPort
 

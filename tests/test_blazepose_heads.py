@@ -70,3 +70,45 @@ def test_heads_train_and_keep_the_copied_regressor(tiny) -> None:
         img_src = MultiTaskNet(NetConfig(input_res=64, pretrained=False))
         save_network(root / "img.pt", img_src, body)
         copy_regressor(net, root / "img.pt")
+
+
+def test_lovasz_softmax_is_zero_when_right_and_ranks_errors() -> None:
+    from neuralfit.training.ghum_heads import lovasz_softmax
+
+    labels = torch.zeros(2, 8, 8, dtype=torch.long)
+    labels[:, 2:5, 2:5] = 3
+    right = torch.nn.functional.one_hot(labels, 25).permute(0, 3, 1, 2).float() * 50.0
+    assert float(lovasz_softmax(right, labels)) < 1e-6
+    wrong = right.clone()
+    wrong[:, :, 2:5, 2:5] = right[:, :, :1, :1]  # the part predicted as background
+    half = right.clone()
+    half[:, :, 2:5, 2:3] = right[:, :, :1, :1]
+    assert 0 < float(lovasz_softmax(half, labels)) < float(lovasz_softmax(wrong, labels)) <= 1.0
+    logits = torch.randn(2, 25, 8, 8, requires_grad=True)
+    lovasz_softmax(logits, labels).backward()
+    assert torch.isfinite(logits.grad).all() and float(logits.grad.abs().sum()) > 0
+
+
+def test_validation_keeps_the_best_checkpoint(tiny) -> None:
+    import json
+
+    from neuralfit.body import load_body_model
+    from neuralfit.nets import load_network
+    from neuralfit.training.ghum_heads import CachedLevels, GHUMHeadsConfig, train_heads, validation_paths
+
+    root, ds = tiny
+    body = load_body_model("free")
+    if not (root / "cache" / "meta.json").is_file():
+        from neuralfit.training.ghum_heads import cache_trunk_levels
+
+        cache_trunk_levels(bp.BlazePoseGHUMBackbone(num_threads=1), ds, root / "cache", progress=False)
+    cfg = GHUMHeadsConfig(steps=4, batch_size=2, save_every=2, num_workers=0, w_part_lovasz=1.0, head_channels=16)
+    out = root / "val_net.pt"
+    trainer = train_heads([CachedLevels(ds, root / "cache")], out, body, cfg, progress=False, val_sets=[ds])
+    assert all("part_lovasz" in h for h in trainer.history)
+    val_json, best = validation_paths(out)
+    record = json.loads(val_json.read_text())
+    assert [r["step"] for r in record] == [2, 4] and all(0 <= r["part_miou"] <= 1 for r in record)
+    net = load_network(best, body)
+    chosen = net.checkpoint_info["provenance"]["validation_best"]
+    assert chosen["part_miou"] == max(r["part_miou"] for r in record)

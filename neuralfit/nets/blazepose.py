@@ -9,7 +9,9 @@ backbone stores only its own decoder / heads and the per-channel standardisation
 Two engines run the same graph: the LiteRT interpreter (CPU, ~17 ms per crop on one idle thread with all
 tensors kept) and a PyTorch port (:mod:`neuralfit.nets.blazepose_port`, weights read from the same file,
 matched against the interpreter tensor by tensor; ~2.5x the CPU time, but it batches and runs wherever its
-input is). ``engine="auto"`` uses the interpreter for CPU inputs and the port for any other device.
+input is). ``engine="auto"`` uses the interpreter for CPU inputs and the port for any other device, and the
+port everywhere when ``ai-edge-litert`` (the optional ``ghum`` extra) is not installed: the port needs only
+mediapipe's file and the ``flatbuffers`` runtime mediapipe brings, so GHUM networks load on the default install.
 
 Levels (on GHUM's 256 x 256 input, NHWC in the file, NCHW here):
 
@@ -199,7 +201,8 @@ class BlazePoseGHUMBackbone(nn.Module):
     Args:
         weights: path of the ``.tflite`` trunk (``None`` = mediapipe's); never a torch file.
         num_threads: interpreter threads (default: torch's).
-        engine: ``"auto"`` (interpreter on CPU, PyTorch port elsewhere), ``"interpreter"`` or ``"torch"``.
+        engine: ``"auto"`` (interpreter on CPU when ``ai-edge-litert`` is installed, the PyTorch port otherwise
+            and on other devices), ``"interpreter"`` or ``"torch"``.
 
     ``forward(x)``: (B, 3, R, R) RGB in [0, 1], R a multiple of 32 -> (skips, pooled (B, 144)).
     :meth:`feed` hands precomputed trunk levels (from :meth:`trunk_levels`) to the next ``forward``,
@@ -216,7 +219,7 @@ class BlazePoseGHUMBackbone(nn.Module):
         self.engine = engine
         self.trunk = GHUMTrunk(GHUMTrunkConfig(model_path=weights, num_threads=num_threads))
         self._port: Any = None
-        if engine != "torch" and not interpreter_available():
+        if engine == "interpreter" and not interpreter_available():
             raise NeuralfitError(f"the BlazePose GHUM backbone needs the LiteRT interpreter: {_INTERPRETER_HINT}")
         for k, (_, _, ch) in enumerate(GHUM_LEVELS):
             self.register_buffer(f"level{k}_mean", torch.zeros(ch))
@@ -230,6 +233,12 @@ class BlazePoseGHUMBackbone(nn.Module):
         state["_fed"] = None
         state["_port"] = None
         return state
+
+    def uses_port(self, device: torch.device | str = "cpu") -> bool:
+        """Whether inputs on ``device`` run through the PyTorch port (else the LiteRT interpreter)."""
+        if self.engine != "auto":
+            return self.engine == "torch"
+        return torch.device(device).type != "cpu" or not interpreter_available()
 
     def stages(self) -> list[nn.Module]:
         """No trainable stages: the trunk lives in the interpreter and stays frozen."""
@@ -246,7 +255,7 @@ class BlazePoseGHUMBackbone(nn.Module):
             g = F.interpolate(g, size=(GHUM_RES, GHUM_RES), mode="bilinear", align_corners=False,
                               antialias=res_h > GHUM_RES)
         g = g.clamp(0, 1)
-        if self.engine == "torch" or (self.engine == "auto" and x.device.type != "cpu"):
+        if self.uses_port(x.device):
             if self._port is None:
                 from neuralfit.nets.blazepose_port import GHUMTorchPort
 

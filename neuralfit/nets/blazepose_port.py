@@ -7,7 +7,10 @@ and follows its inputs' device (a GPU, when there is one); on CPU the LiteRT int
 (docs/network.md, "BlazePose GHUM features"), so :class:`~neuralfit.nets.blazepose.BlazePoseGHUMBackbone`
 uses the interpreter and this port is checked against it tensor by tensor (tests/test_blazepose_backbone.py).
 
-Reading the flatbuffer needs the ``tflite`` package (``pip install tflite==2.18.0``, Apache-2.0).
+The flatbuffer is read by a minimal reader of the few TF-Lite schema tables the graph uses (:class:`_schema`),
+on the ``flatbuffers`` runtime that mediapipe already depends on: the port needs no optional package, so a
+GHUM network runs on the default install (slower than with the ``ghum`` extra's interpreter). The reader's
+fields are checked against the ``tflite`` package's generated code when that is installed (tests).
 """
 
 from __future__ import annotations
@@ -26,12 +29,218 @@ from neuralfit.errors import NeuralfitError
 _NP_TYPES = {0: np.float32, 1: np.float16, 2: np.int32, 4: np.int64}
 
 
-def _schema() -> Any:
+class _Table:
+    """A flatbuffer table; field ``slot`` k sits at vtable offset 4 + 2 k (the TF-Lite schema's field order)."""
+
+    def __init__(self, buf: Any = None, pos: int = 0):
+        from flatbuffers.table import Table
+
+        self._tab = Table(buf if buf is not None else bytearray(), pos)
+
+    def Init(self, buf: Any, pos: int) -> None:  # noqa: N802 (the generated readers' API)
+        from flatbuffers.table import Table
+
+        self._tab = Table(buf, pos)
+
+    def _off(self, slot: int) -> int:
+        return int(self._tab.Offset(4 + 2 * slot))
+
+    def _scalar(self, slot: int, flags: Any, default: int = 0) -> int:
+        o = self._off(slot)
+        return self._tab.Get(flags, o + self._tab.Pos) if o else default
+
+    def _len(self, slot: int) -> int:
+        o = self._off(slot)
+        return self._tab.VectorLen(o) if o else 0
+
+    def _item(self, slot: int, i: int, cls: type) -> Any:
+        x = self._tab.Indirect(self._tab.Vector(self._off(slot)) + 4 * i)
+        return cls(self._tab.Bytes, x)
+
+    def _numpy(self, slot: int, flags: Any) -> Any:
+        o = self._off(slot)
+        return self._tab.GetVectorAsNumpy(flags, o) if o else 0
+
+
+def _flags() -> Any:
     try:
-        import tflite
-    except ImportError as exc:
-        raise NeuralfitError("the PyTorch port of BlazePose GHUM reads the model with `pip install tflite==2.18.0`") from exc
-    return tflite
+        from flatbuffers import number_types
+    except ImportError as exc:  # a mediapipe dependency: present wherever mediapipe is
+        raise NeuralfitError("the PyTorch port of BlazePose GHUM needs the `flatbuffers` package") from exc
+    return number_types
+
+
+class _schema:  # noqa: N801 (stands in for the `tflite` module)
+    """The TF-Lite schema tables, fields and operator codes the GHUM graph uses, nothing else."""
+
+    class BuiltinOperator:
+        ADD = 0
+        CONV_2D = 3
+        DEPTHWISE_CONV_2D = 4
+        DEQUANTIZE = 6
+        LOGISTIC = 14
+        MAX_POOL_2D = 17
+        RESHAPE = 22
+        RESIZE_BILINEAR = 23
+        PAD = 34
+
+    class Buffer(_Table):
+        def DataAsNumpy(self) -> Any:  # noqa: N802
+            return self._numpy(0, _flags().Uint8Flags)
+
+    class Tensor(_Table):
+        def ShapeAsNumpy(self) -> Any:  # noqa: N802
+            return self._numpy(0, _flags().Int32Flags)
+
+        def ShapeLength(self) -> int:  # noqa: N802
+            return self._len(0)
+
+        def Type(self) -> int:  # noqa: N802
+            return self._scalar(1, _flags().Int8Flags)
+
+        def Buffer(self) -> int:  # noqa: N802
+            return self._scalar(2, _flags().Uint32Flags)
+
+        def Name(self) -> bytes:  # noqa: N802
+            o = self._off(3)
+            return self._tab.String(o + self._tab.Pos) if o else b""
+
+    class OperatorCode(_Table):
+        def DeprecatedBuiltinCode(self) -> int:  # noqa: N802
+            return self._scalar(0, _flags().Int8Flags)
+
+        def BuiltinCode(self) -> int:  # noqa: N802
+            return self._scalar(3, _flags().Int32Flags)
+
+    class Operator(_Table):
+        def OpcodeIndex(self) -> int:  # noqa: N802
+            return self._scalar(0, _flags().Uint32Flags)
+
+        def InputsAsNumpy(self) -> Any:  # noqa: N802
+            return self._numpy(1, _flags().Int32Flags)
+
+        def OutputsAsNumpy(self) -> Any:  # noqa: N802
+            return self._numpy(2, _flags().Int32Flags)
+
+        def BuiltinOptions(self) -> Any:  # noqa: N802
+            from flatbuffers.table import Table
+
+            o = self._off(4)
+            if not o:
+                return None
+            t = Table(bytearray(), 0)
+            self._tab.Union(t, o)
+            return t
+
+    class SubGraph(_Table):
+        def Tensors(self, i: int) -> Any:  # noqa: N802
+            return self._item(0, i, _schema.Tensor)
+
+        def TensorsLength(self) -> int:  # noqa: N802
+            return self._len(0)
+
+        def InputsAsNumpy(self) -> Any:  # noqa: N802
+            return self._numpy(1, _flags().Int32Flags)
+
+        def OutputsAsNumpy(self) -> Any:  # noqa: N802
+            return self._numpy(2, _flags().Int32Flags)
+
+        def Operators(self, i: int) -> Any:  # noqa: N802
+            return self._item(3, i, _schema.Operator)
+
+        def OperatorsLength(self) -> int:  # noqa: N802
+            return self._len(3)
+
+    class Model(_Table):
+        @classmethod
+        def GetRootAsModel(cls, buf: bytes, offset: int = 0) -> Any:  # noqa: N802
+            import flatbuffers
+
+            n = flatbuffers.encode.Get(flatbuffers.packer.uoffset, buf, offset)
+            return cls(buf, n + offset)
+
+        def OperatorCodes(self, i: int) -> Any:  # noqa: N802
+            return self._item(1, i, _schema.OperatorCode)
+
+        def OperatorCodesLength(self) -> int:  # noqa: N802
+            return self._len(1)
+
+        def Subgraphs(self, i: int) -> Any:  # noqa: N802
+            return self._item(2, i, _schema.SubGraph)
+
+        def Buffers(self, i: int) -> Any:  # noqa: N802
+            return self._item(4, i, _schema.Buffer)
+
+    class Conv2DOptions(_Table):
+        def Padding(self) -> int:  # noqa: N802
+            return self._scalar(0, _flags().Int8Flags)
+
+        def StrideW(self) -> int:  # noqa: N802
+            return self._scalar(1, _flags().Int32Flags)
+
+        def StrideH(self) -> int:  # noqa: N802
+            return self._scalar(2, _flags().Int32Flags)
+
+        def FusedActivationFunction(self) -> int:  # noqa: N802
+            return self._scalar(3, _flags().Int8Flags)
+
+        def DilationWFactor(self) -> int:  # noqa: N802
+            return self._scalar(4, _flags().Int32Flags, 1)
+
+        def DilationHFactor(self) -> int:  # noqa: N802
+            return self._scalar(5, _flags().Int32Flags, 1)
+
+    class DepthwiseConv2DOptions(_Table):
+        def Padding(self) -> int:  # noqa: N802
+            return self._scalar(0, _flags().Int8Flags)
+
+        def StrideW(self) -> int:  # noqa: N802
+            return self._scalar(1, _flags().Int32Flags)
+
+        def StrideH(self) -> int:  # noqa: N802
+            return self._scalar(2, _flags().Int32Flags)
+
+        def DepthMultiplier(self) -> int:  # noqa: N802
+            return self._scalar(3, _flags().Int32Flags)
+
+        def FusedActivationFunction(self) -> int:  # noqa: N802
+            return self._scalar(4, _flags().Int8Flags)
+
+        def DilationWFactor(self) -> int:  # noqa: N802
+            return self._scalar(5, _flags().Int32Flags, 1)
+
+        def DilationHFactor(self) -> int:  # noqa: N802
+            return self._scalar(6, _flags().Int32Flags, 1)
+
+    class AddOptions(_Table):
+        def FusedActivationFunction(self) -> int:  # noqa: N802
+            return self._scalar(0, _flags().Int8Flags)
+
+    class ResizeBilinearOptions(_Table):
+        def AlignCorners(self) -> bool:  # noqa: N802
+            return bool(self._scalar(2, _flags().BoolFlags))
+
+        def HalfPixelCenters(self) -> bool:  # noqa: N802
+            return bool(self._scalar(3, _flags().BoolFlags))
+
+    class Pool2DOptions(_Table):
+        def Padding(self) -> int:  # noqa: N802
+            return self._scalar(0, _flags().Int8Flags)
+
+        def StrideW(self) -> int:  # noqa: N802
+            return self._scalar(1, _flags().Int32Flags)
+
+        def StrideH(self) -> int:  # noqa: N802
+            return self._scalar(2, _flags().Int32Flags)
+
+        def FilterWidth(self) -> int:  # noqa: N802
+            return self._scalar(3, _flags().Int32Flags)
+
+        def FilterHeight(self) -> int:  # noqa: N802
+            return self._scalar(4, _flags().Int32Flags)
+
+        def FusedActivationFunction(self) -> int:  # noqa: N802
+            return self._scalar(5, _flags().Int8Flags)
 
 
 def _same_pad(size: int, k: int, s: int, d: int = 1) -> tuple[int, int]:
@@ -57,9 +266,9 @@ class GHUMTorchPort(nn.Module):
     back as NCHW, 2D ones unchanged.
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, schema: Any = None):
         super().__init__()
-        tfl = _schema()
+        tfl = _schema if schema is None else schema  # schema: the `tflite` package, to cross-check the reader
         path = Path(path)
         if not path.is_file():
             raise NeuralfitError(f"BlazePose GHUM model file {path} not found")
@@ -87,7 +296,8 @@ class GHUMTorchPort(nn.Module):
         for i in range(graph.OperatorsLength()):
             op = graph.Operators(i)
             c = codes[op.OpcodeIndex()]
-            self.ops.append((names[max(c.BuiltinCode(), c.DeprecatedBuiltinCode())], [int(v) for v in op.InputsAsNumpy()],
+            code = max(c.BuiltinCode(), c.DeprecatedBuiltinCode())
+            self.ops.append((names.get(code, f"OP_{code}"), [int(v) for v in op.InputsAsNumpy()],
                              [int(v) for v in op.OutputsAsNumpy()], op.BuiltinOptions()))
         self._weights: dict[int, torch.Tensor] = {}
         self._prepare()

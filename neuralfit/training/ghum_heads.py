@@ -52,6 +52,8 @@ class GHUMHeadsConfig:
         save_every: steps between checkpoints (network + resumable state).
         w_part_balanced / part_weight_power: weight of the class-balanced part term (0 = off) and the
             exponent of its inverse-frequency class weights (0.5: square root).
+        w_part_lovasz: weight of the Lovasz-softmax part term (0 = off; a convex surrogate of the per-class
+            IoU, over the batch's stride-4 cells, classes present in the batch).
     """
 
     input_res: int = 256
@@ -64,6 +66,7 @@ class GHUMHeadsConfig:
     save_every: int = 250
     w_part_balanced: float = 1.0
     part_weight_power: float = 0.5
+    w_part_lovasz: float = 0.0
     num_workers: int = 1
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -171,20 +174,47 @@ class CachedLevels(Dataset):
 
 # -- training -----------------------------------------------------------------------------------------
 
+def _lovasz_grad(fg_sorted: torch.Tensor) -> torch.Tensor:
+    """Gradient of the Lovasz extension of the Jaccard loss at errors sorted in decreasing order."""
+    gts = fg_sorted.sum()
+    inter = gts - fg_sorted.cumsum(0)
+    union = gts + (1.0 - fg_sorted).cumsum(0)
+    jac = 1.0 - inter / union
+    if jac.numel() > 1:
+        jac = torch.cat([jac[:1], jac[1:] - jac[:-1]])
+    return jac
+
+
+def lovasz_softmax(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Lovasz-softmax loss (Berman et al. 2018) of (N, C, h, w) logits vs (N, h, w) labels, all cells pooled,
+    averaged over the classes present in ``labels`` (a differentiable surrogate of 1 - mIoU)."""
+    probs = logits.softmax(dim=1).permute(0, 2, 3, 1).reshape(-1, logits.shape[1])
+    lab = labels.reshape(-1)
+    losses = []
+    for c in torch.unique(lab).tolist():
+        fg = (lab == c).float()
+        err = (fg - probs[:, c]).abs()
+        err_sorted, perm = torch.sort(err, descending=True)
+        losses.append(torch.dot(err_sorted, _lovasz_grad(fg[perm])))
+    return torch.stack(losses).mean() if losses else logits.sum() * 0.0
+
+
 class CachedTrainer(NetworkTrainer):
     """:class:`NetworkTrainer` whose backbone is fed each batch's cached levels instead of running GHUM.
 
     With ``part_weights`` (25,) it adds a class-weighted part cross-entropy (``part_balanced``, weight
     ``w_part_balanced``) to the usual terms. Why: background is ~90 % of the stride-4 cells, and at step 500
     of the first run the plain cross-entropy left 33-95 % of every limb's cells labelled background (hands,
-    feet, wrists, elbows, collars at IoU ~0), while left/right confusions were only 1-6 %.
+    feet, wrists, elbows, collars at IoU ~0), while left/right confusions were only 1-6 %. With
+    ``w_part_lovasz`` > 0 it also adds the Lovasz-softmax term (``part_lovasz``).
     """
 
     def __init__(self, *args: Any, part_weights: torch.Tensor | None = None, w_part_balanced: float = 1.0,
-                 **kwargs: Any):
+                 w_part_lovasz: float = 0.0, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.part_weights = None if part_weights is None else part_weights.float().to(self.device)
         self.w_part_balanced = w_part_balanced
+        self.w_part_lovasz = w_part_lovasz
         self._part_logits: torch.Tensor | None = None
         self.net.part_head.register_forward_hook(self._keep_part_logits)
 
@@ -194,7 +224,8 @@ class CachedTrainer(NetworkTrainer):
     def losses(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         terms, update = super().losses(batch)
         logits = self._part_logits
-        if self.part_weights is not None and logits is not None and "partseg" in batch:
+        want = self.part_weights is not None or self.w_part_lovasz > 0
+        if want and logits is not None and "partseg" in batch:
             import torch.nn.functional as F
 
             from neuralfit.training.losses import downsample_labels
@@ -202,13 +233,16 @@ class CachedTrainer(NetworkTrainer):
             ok = batch["has_partseg"].bool()
             if bool(ok.any()):
                 target = downsample_labels(batch["partseg"], batch["partseg"].shape[-1] // logits.shape[-1]).long()
-                terms["part_balanced"] = F.cross_entropy(logits[ok], target[ok], weight=self.part_weights)
+                if self.part_weights is not None:
+                    terms["part_balanced"] = F.cross_entropy(logits[ok], target[ok], weight=self.part_weights)
+                if self.w_part_lovasz > 0:
+                    terms["part_lovasz"] = lovasz_softmax(logits[ok], target[ok])
         return terms, update
 
     def total(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
-        base = {k: v for k, v in terms.items() if k != "part_balanced"}
-        extra = terms.get("part_balanced")
-        return super().total(base) + (0.0 if extra is None else self.w_part_balanced * extra)
+        extra = {"part_balanced": self.w_part_balanced, "part_lovasz": self.w_part_lovasz}
+        base = {k: v for k, v in terms.items() if k not in extra}
+        return super().total(base) + sum(w * terms[k] for k, w in extra.items() if k in terms)
 
     def step(self, raw_batch: dict[str, Any]) -> dict[str, float]:
         levels = raw_batch.pop("trunk_levels")
@@ -247,12 +281,22 @@ def copy_regressor(net: torch.nn.Module, source: str | os.PathLike) -> None:
         raise NeuralfitError(f"{source}: its regressor does not fit this network: {str(exc)[:160]}") from exc
 
 
+def validation_paths(out: Path) -> tuple[Path, Path]:
+    """(``<out>.val.json``: the validation record per save, ``<out stem>_best<suffix>``: the best checkpoint)."""
+    return out.with_name(out.name + ".val.json"), out.with_name(f"{out.stem}_best{out.suffix}")
+
+
 def train_heads(datasets: list[CachedLevels], out: str | os.PathLike, body: Any, config: GHUMHeadsConfig | None = None,
                 regressor_from: str | os.PathLike | None = None, resume: bool = False,
-                progress: bool = True) -> CachedTrainer:
+                progress: bool = True, val_sets: list[Dataset] | None = None,
+                val_limit: int | None = None) -> CachedTrainer:
     """Train the GHUM network's decoder and heads on cached levels; writes ``out`` every ``save_every`` steps.
 
-    The levels' standardisation statistics come from the first cache; ``resume`` continues ``out.state.pt``.
+    The levels' standardisation statistics come from the first cache; ``resume`` continues ``out.state.pt``
+    (more cached sets may be added on resume). With ``val_sets`` (un-augmented, never the test set) every
+    save also evaluates the network on them (:func:`~neuralfit.training.metrics.evaluate_network` with the
+    live feature bank), appends the numbers to ``<out>.val.json`` and keeps the checkpoint of the best
+    validation part mIoU so far as ``<out stem>_best<suffix>`` (the selection never sees a test set).
     """
     from torch.utils.data import ConcatDataset
     from tqdm import tqdm
@@ -264,10 +308,11 @@ def train_heads(datasets: list[CachedLevels], out: str | os.PathLike, body: Any,
     cfg = config or GHUMHeadsConfig()
     out = Path(out)
     state_path, json_path, png_path = curve_paths(out)
+    val_path, best_path = validation_paths(out)
     torch.manual_seed(cfg.seed)
     weights = part_class_weights(dataset, power=cfg.part_weight_power) if cfg.w_part_balanced > 0 else None
     trainer = CachedTrainer(body, cfg.net_config(), cfg.train_config(), "cpu", part_weights=weights,
-                            w_part_balanced=cfg.w_part_balanced)
+                            w_part_balanced=cfg.w_part_balanced, w_part_lovasz=cfg.w_part_lovasz)
     if resume and state_path.is_file():
         trainer.load_state_dict(torch.load(state_path, map_location="cpu", weights_only=True))
     else:
@@ -278,8 +323,27 @@ def train_heads(datasets: list[CachedLevels], out: str | os.PathLike, body: Any,
         trainer.optimizer, lambda s: float(0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps))))
     for _ in range(len(trainer.history)):
         sched.step()
+    val_record: list[dict[str, float]] = json.loads(val_path.read_text()) if resume and val_path.is_file() else []
     prov = {"ghum_heads": asdict(cfg), "part_weights": None if weights is None else [round(float(w), 4) for w in weights], "caches": [str(d.cache_dir) for d in datasets], "samples": len(dataset),
-            "regressor_from": None if regressor_from is None else str(regressor_from)}
+            "regressor_from": None if regressor_from is None else str(regressor_from),
+            "validation": None if not val_sets else {"sets": [str(getattr(v, "path", v)) for v in val_sets],
+                                                     "limit": val_limit, "criterion": "max part_miou"}}
+
+    def validate() -> bool:
+        """Evaluate on the validation sets; True when this is the best part mIoU so far."""
+        from neuralfit.training.metrics import evaluate_network
+
+        t0 = time.time()
+        max_batches = None if val_limit is None else -(-val_limit // 16)
+        m = evaluate_network(trainer.net, val_sets, body, bank=trainer.bank.bank.detach(), max_batches=max_batches,
+                             progress=False)
+        rec = {"step": len(trainer.history), **{k: round(float(v), 4) for k, v in m.items()},
+               "seconds": round(time.time() - t0, 1)}
+        best = all(rec["part_miou"] > r["part_miou"] for r in val_record)
+        val_record.append(rec)
+        save_json(val_path, val_record)
+        print(f"validation {rec}{'  <- best' if best else ''}", flush=True)
+        return best
 
     def save() -> None:
         prov.update({"steps_done": len(trainer.history), "final_losses": trainer.history[-1] if trainer.history else {},
@@ -289,18 +353,23 @@ def train_heads(datasets: list[CachedLevels], out: str | os.PathLike, body: Any,
             torch.save(trainer.state_dict(), tmp)
         save_json(json_path, trainer.history)
         plot_curves(trainer.history, png_path, title="GHUM heads on cached trunk features: loss per step")
+        if val_sets and validate():
+            save_network(best_path, trainer.net, body, provenance={**prov, "validation_best": val_record[-1]},
+                         feature_bank=trainer.bank.bank)
 
     bar = tqdm(total=cfg.steps, initial=len(trainer.history), disable=not progress, dynamic_ncols=True)
     epoch = 0
     while len(trainer.history) < cfg.steps:
         loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
-                            num_workers=cfg.num_workers, generator=torch.Generator().manual_seed(cfg.seed + epoch))
+                            num_workers=cfg.num_workers,
+                            generator=torch.Generator().manual_seed(cfg.seed + epoch + 1000 * len(trainer.history)))
         for batch in loader:
             rec = trainer.step(batch)
             sched.step()
             rec["step"] = len(trainer.history)
             trainer.history.append(rec)
-            bar.set_postfix({k: f"{rec[k]:.3g}" for k in ("feature", "part", "part_balanced", "heatmap") if k in rec})
+            bar.set_postfix({k: f"{rec[k]:.3g}" for k in ("feature", "part", "part_balanced", "part_lovasz", "heatmap")
+                             if k in rec})
             bar.update(1)
             if len(trainer.history) % cfg.save_every == 0 or len(trainer.history) >= cfg.steps:
                 save()
@@ -324,11 +393,25 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--regressor-from", default=None)
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--body", default="free")
+    d = GHUMHeadsConfig()
+    ap.add_argument("--decoder-channels", type=int, nargs=4, default=list(d.decoder_channels),
+                    help="decoder widths at strides 32, 16, 8, 4")
+    ap.add_argument("--head-channels", type=int, default=d.head_channels)
+    ap.add_argument("--save-every", type=int, default=d.save_every)
+    ap.add_argument("--w-part-balanced", type=float, default=d.w_part_balanced)
+    ap.add_argument("--part-weight-power", type=float, default=d.part_weight_power)
+    ap.add_argument("--w-part-lovasz", type=float, default=d.w_part_lovasz)
+    ap.add_argument("--val-data", action="append", default=[],
+                    help="validation synth folder (train): evaluated at every save, best part mIoU kept")
+    ap.add_argument("--val-limit", type=int, default=None, help="validation crops per evaluation")
     args = ap.parse_args(argv)
 
     from neuralfit.cli.train_nets import open_datasets
 
-    cfg = GHUMHeadsConfig(steps=args.steps, lr=args.lr, batch_size=args.batch_size)
+    cfg = GHUMHeadsConfig(steps=args.steps, lr=args.lr, batch_size=args.batch_size,
+                          decoder_channels=tuple(args.decoder_channels), head_channels=args.head_channels,
+                          save_every=args.save_every, w_part_balanced=args.w_part_balanced,
+                          part_weight_power=args.part_weight_power, w_part_lovasz=args.w_part_lovasz)
     sets = open_datasets(tuple(args.data), cfg.input_res, augment=False)
     if args.command == "cache":
         if len(sets) != 1:
@@ -340,8 +423,9 @@ def main(argv: list[str] | None = None) -> None:
     if len(args.cache) != len(sets):
         raise NeuralfitError("train needs one --cache (written by `ghum_heads cache`) per --data")
     cached = [CachedLevels(ds, c) for ds, c in zip(sets, args.cache, strict=True)]
-    train_heads(cached, args.out, load_body_model(args.body), cfg,
-                regressor_from=args.regressor_from, resume=args.resume)
+    val_sets = open_datasets(tuple(args.val_data), cfg.input_res, augment=False) if args.val_data else None
+    train_heads(cached, args.out, load_body_model(args.body), cfg, regressor_from=args.regressor_from,
+                resume=args.resume, val_sets=val_sets, val_limit=args.val_limit)
 
 
 if __name__ == "__main__":
