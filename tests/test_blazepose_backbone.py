@@ -221,3 +221,23 @@ def test_torch_port_matches_the_interpreter_tensor_by_tensor(backbone: bp.BlazeP
     torch_bb = bp.BlazePoseGHUMBackbone(engine="torch")
     for a, b in zip(torch_bb.trunk_levels(x), ref, strict=True):
         assert (a - b).abs().max() <= 3e-3 * b.abs().max()
+
+
+@pytest.mark.skipif(not _have_model_file(), reason="needs mediapipe's pose_landmark_full.tflite")
+def test_shipped_ghum_assets_load() -> None:
+    from pathlib import Path
+
+    import neuralfit.nets as nets_pkg
+    from neuralfit.body import load_body_model
+    from neuralfit.nets import load_network
+    from neuralfit.neural import NeuralMeshModel
+
+    assets = Path(nets_pkg.__file__).parent / "assets"
+    if not (assets / "ghum.pt").is_file():
+        pytest.skip("no ghum.pt asset")
+    body = load_body_model("free")
+    net = load_network(assets / "ghum.pt", body)
+    assert net.config.backbone == "blazepose-ghum" and net.config.input_res == 256
+    nm = NeuralMeshModel.load(assets / "ghum_nm.pt", body=body)
+    assert nm.features.shape[-1] == net.config.feature_dim
+    assert (assets / "ghum.pt").stat().st_size + (assets / "ghum_nm.pt").stat().st_size < 30e6
