@@ -161,6 +161,15 @@ def make_config(sets: dict[str, Any]):
     return cfg
 
 
+def _save_fields(result: Any, names: tuple[str, ...], path: Path) -> None:
+    """A cached result's fields (and its overlay picture, when kept) as one compressed npz, atomically."""
+    arrays = {k: np.asarray(getattr(result, k)) for k in names}
+    if result.overlay is not None:
+        arrays["overlay"] = result.overlay
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez_compressed(tmp, **arrays)
+
+
 @dataclass
 class MethodResult:
     """One method on one person-view.
@@ -186,12 +195,8 @@ class MethodResult:
     overlay: np.ndarray | None = None
 
     def save(self, path: Path) -> None:
-        arrays = {k: np.asarray(getattr(self, k)) for k in ("ok", "message", "limb12", "limb12_bp", "torso2d",
-                                                          "seconds", "occ_inside", "occ_visible")}
-        if self.overlay is not None:
-            arrays["overlay"] = self.overlay
-        with atomic_path(path, suffix=".npz") as tmp:
-            np.savez_compressed(tmp, **arrays)
+        _save_fields(self, ("ok", "message", "limb12", "limb12_bp", "torso2d", "seconds", "occ_inside",
+                            "occ_visible"), path)
 
     @classmethod
     def load(cls, path: Path) -> MethodResult:
@@ -249,12 +254,7 @@ class MultiResult:
                             self.seconds / max(self.n, 1), overlay=self.overlay)
 
     def save(self, path: Path) -> None:
-        arrays = {k: np.asarray(getattr(self, k)) for k in ("ok", "message", "limb12", "limb12_bp", "torso2d",
-                                                          "keypoints", "bbox", "seconds")}
-        if self.overlay is not None:
-            arrays["overlay"] = self.overlay
-        with atomic_path(path, suffix=".npz") as tmp:
-            np.savez_compressed(tmp, **arrays)
+        _save_fields(self, ("ok", "message", "limb12", "limb12_bp", "torso2d", "keypoints", "bbox", "seconds"), path)
 
     @classmethod
     def load(cls, path: Path) -> MultiResult:
