@@ -112,6 +112,20 @@ def body_region(d: Detection, hw: tuple[int, int], min_conf: float = 0.3) -> np.
     return (region > 0) & (d.mask > 0.3)
 
 
+def paint_out(image: np.ndarray, people: list[Detection], grey: int = 127, dilate: int = 25) -> np.ndarray:
+    """A copy of ``image`` with each detection's :func:`body_region` (dilated by ``dilate`` pixels: the
+    mask's border is soft) painted ``grey``: the one way people are hidden before searching again."""
+    out = image.copy()
+    for d in people:
+        out[painted_region(d, image.shape[:2], dilate)] = grey
+    return out
+
+
+def painted_region(d: Detection, hw: tuple[int, int], dilate: int = 25) -> np.ndarray:
+    """(H, W) bool: what :func:`paint_out` paints for ``d``."""
+    return cv2.dilate(body_region(d, hw).astype(np.uint8), np.ones((dilate, dilate), np.uint8)) > 0
+
+
 def find_everyone(detector: Callable[[np.ndarray], Detection | None], image: np.ndarray, max_people: int = 4,
                   grey: int = 127, dilate: int = 25) -> list[Detection]:
     """Up to ``max_people`` people in an RGB photo (module docstring), largest box first.
@@ -130,7 +144,6 @@ def find_everyone(detector: Callable[[np.ndarray], Detection | None], image: np.
         return []
     h, w = image.shape[:2]
     found: list[Detection] = []
-    kernel = np.ones((dilate, dilate), np.uint8)
     taken = np.zeros((h, w), bool)
     painted = image
 
@@ -151,7 +164,7 @@ def find_everyone(detector: Callable[[np.ndarray], Detection | None], image: np.
                 break  # the region shows nobody new: move on
             found.append(d)
             if len(found) < max_people:
-                grown = cv2.dilate(body_region(d, (h, w)).astype(np.uint8), kernel) > 0
+                grown = painted_region(d, (h, w), dilate)
                 taken |= grown
                 painted = painted.copy()
                 painted[grown] = grey

@@ -95,7 +95,7 @@ def detect_in_box(detector, image: np.ndarray, bbox: np.ndarray):
     box's person: when the detection's box overlaps the given one by less than half (IoU), that person is
     painted out and the region searched once more; the better-overlapping detection is kept.
     """
-    from neuralfit.detect.everyone import box_iou
+    from neuralfit.detect.everyone import box_iou, paint_out
 
     h, w = image.shape[:2]
     bw, bh = bbox[2] - bbox[0], bbox[3] - bbox[1]
@@ -112,10 +112,9 @@ def detect_in_box(detector, image: np.ndarray, bbox: np.ndarray):
         iou = box_iou(det.bbox + np.array([x0, y0, x0, y0], np.float32), bbox)
         if iou > best_iou:
             best, best_iou = det, iou
-        if iou >= 0.5 or det.mask is None:
+        if iou >= 0.5:
             break
-        region = region.copy()
-        region[det.mask > 0.3] = 127  # someone else: paint them out and look again
+        region = paint_out(region, [det])  # someone else: paint them out and look again
     if best is None:
         return None
     best.keypoints[:, 0] += x0
@@ -139,16 +138,12 @@ def _redetect(detector, pic: np.ndarray, d, others: list):
     runs pose per person box: on Demo_MultiPerson the whole-photo detection of the woman in front scored
     3.3 mm PA-MPJPE worse than mediapipe inside her box. The first answer is kept when the box search
     finds nobody or someone else (torso off ``d``'s by more than 20 % of its size)."""
-    from neuralfit.detect.everyone import body_region, box_size, torso_distance
+    from neuralfit.detect.everyone import box_size, paint_out, torso_distance
 
-    h, w = pic.shape[:2]
-    box = box_from_keypoints(d.keypoints, (h, w), BOX_CONFIDENCE)
+    box = box_from_keypoints(d.keypoints, pic.shape[:2], BOX_CONFIDENCE)
     if box is None:
         return d
-    painted = pic.copy()
-    for o in others:
-        painted[body_region(o, (h, w))] = 127
-    again = detect_in_box(detector, painted, box)
+    again = detect_in_box(detector, paint_out(pic, others), box)
     if again is None or torso_distance(again.keypoints, d.keypoints) > 0.2 * box_size(d):
         return d
     return again
@@ -222,12 +217,9 @@ def find_people(get_detector: Callable, pic: np.ndarray, keypoints: list | None,
         if j is not None:
             people.append(_person(image_index, dets[j], box))
             continue
-        painted = pic
-        for d in dets:
-            if d.mask is not None:
-                painted = painted.copy() if painted is pic else painted
-                painted[d.mask > 0.3] = 127
-        d = detect_in_box(det, painted, box)
+        from neuralfit.detect.everyone import paint_out
+
+        d = detect_in_box(det, paint_out(pic, dets) if dets else pic, box)
         if d is not None:
             people.append(_person(image_index, d, box))
         elif box_alone_ok:
