@@ -143,7 +143,9 @@ def _redetect(detector, pic: np.ndarray, d, others: list):
     box = box_from_keypoints(d.keypoints, pic.shape[:2], BOX_CONFIDENCE)
     if box is None:
         return d
-    again = detect_in_box(detector, paint_out(pic, others), box)
+    # Undilated: others stand next to (or in front of) this person, and a grown paint eats into them: with
+    # the 25-px growth the search uses, Demo_MultiPerson scored 66.4 / 105.0 mm instead of 65.8 / 101.3.
+    again = detect_in_box(detector, paint_out(pic, others, dilate=1), box)
     if again is None or torso_distance(again.keypoints, d.keypoints) > 0.2 * box_size(d):
         return d
     return again
