@@ -12,6 +12,17 @@ from neuralfit.nets import blazepose as bp
 needs_trunk = pytest.mark.skipif(not bp.trunk_available(), reason="needs mediapipe's pose_landmark_full.tflite and ai-edge-litert")
 
 
+def _have_model_file() -> bool:
+    try:
+        return bp.default_model_path().is_file()
+    except NeuralfitError:
+        return False
+
+
+# the backbone runs through the PyTorch port when ai-edge-litert is missing: these need only the file
+needs_model = pytest.mark.skipif(not _have_model_file(), reason="needs mediapipe's pose_landmark_full.tflite")
+
+
 @pytest.fixture(scope="module")
 def backbone() -> bp.BlazePoseGHUMBackbone:
     return bp.BlazePoseGHUMBackbone(num_threads=1)
@@ -24,7 +35,7 @@ def _photo_like(b: int, res: int, seed: int = 0) -> torch.Tensor:
     return torch.nn.functional.interpolate(small, size=(res, res), mode="bilinear", align_corners=False)
 
 
-@needs_trunk
+@needs_model
 def test_levels_have_documented_shapes_and_strides(backbone: bp.BlazePoseGHUMBackbone) -> None:
     for res in (256, 224):
         levels = backbone.trunk_levels(_photo_like(2, res))
@@ -49,7 +60,7 @@ def test_batch_equals_single_images(backbone: bp.BlazePoseGHUMBackbone) -> None:
     assert not torch.allclose(batch[0][0], batch[0][1])
 
 
-@needs_trunk
+@needs_model
 def test_fed_levels_reproduce_the_forward_pass(backbone: bp.BlazePoseGHUMBackbone) -> None:
     x = _photo_like(2, 256, seed=2)
     levels = backbone.trunk_levels(x)
@@ -121,7 +132,7 @@ def test_not_a_ghum_file_is_one_line_error(tmp_path) -> None:
     assert "\n" not in str(err.value)
 
 
-@needs_trunk
+@needs_model
 def test_network_checkpoint_holds_no_trunk_weights(tmp_path) -> None:
     from neuralfit.body import load_body_model
     from neuralfit.nets import MultiTaskNet, NetConfig, load_network, save_network
@@ -142,14 +153,7 @@ def test_network_checkpoint_holds_no_trunk_weights(tmp_path) -> None:
     assert (a["part_logits"] - b["part_logits"]).abs().max() < 0.05  # fp16 storage
 
 
-def _have_model_file() -> bool:
-    try:
-        return bp.default_model_path().is_file()
-    except NeuralfitError:
-        return False
-
-
-@pytest.mark.skipif(not _have_model_file(), reason="needs mediapipe's pose_landmark_full.tflite")
+@needs_model
 def test_default_install_runs_the_port(monkeypatch) -> None:
     # without ai-edge-litert (the optional `ghum` extra) the backbone runs mediapipe's file through the port
     monkeypatch.setattr(bp, "interpreter_available", lambda: False)
@@ -160,7 +164,7 @@ def test_default_install_runs_the_port(monkeypatch) -> None:
     assert bb._port is not None and all(torch.isfinite(t).all() for t in levels)
 
 
-@pytest.mark.skipif(not _have_model_file(), reason="needs mediapipe's pose_landmark_full.tflite")
+@needs_model
 def test_port_reader_matches_the_tflite_package() -> None:
     tflite = pytest.importorskip("tflite")
     from neuralfit.nets.blazepose_port import GHUMTorchPort
@@ -223,7 +227,7 @@ def test_torch_port_matches_the_interpreter_tensor_by_tensor(backbone: bp.BlazeP
         assert (a - b).abs().max() <= 3e-3 * b.abs().max()
 
 
-@pytest.mark.skipif(not _have_model_file(), reason="needs mediapipe's pose_landmark_full.tflite")
+@needs_model
 def test_shipped_ghum_assets_load() -> None:
     from pathlib import Path
 
@@ -241,3 +245,63 @@ def test_shipped_ghum_assets_load() -> None:
     nm = NeuralMeshModel.load(assets / "ghum_nm.pt", body=body)
     assert nm.features.shape[-1] == net.config.feature_dim
     assert (assets / "ghum.pt").stat().st_size + (assets / "ghum_nm.pt").stat().st_size < 30e6
+
+
+def _rel_errors(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor]) -> dict[str, float]:
+    assert got.keys() == want.keys()
+    return {k: float((got[k] - want[k]).abs().max() / want[k].abs().max().clamp_min(1e-3)) for k in want}
+
+
+@needs_model
+def test_planned_port_equals_the_plain_replay() -> None:
+    """forward (pruned, pads folded, in place, channels-last) against reference (every op, as first ported)."""
+    from neuralfit.nets.blazepose_port import GHUMTorchPort
+
+    port = GHUMTorchPort(bp.default_model_path())
+    levels = [name for _, name, _ in bp.GHUM_LEVELS]
+    every = [n for i, n in enumerate(port.tensor_names)  # all activations at 64 px and below, as in the test above
+             if len(port.tensor_shapes[i]) == 4 and i not in port.consts and i != port.input_id
+             and port.tensor_shapes[i][1] <= 64]
+    noise = torch.rand(2, 3, 256, 256, generator=torch.Generator().manual_seed(7))
+    for x in (noise, _photo_like(2, 256, seed=6)):
+        x0 = x.clone()
+        for keep in (levels, every, None):  # None: the graph outputs (segmentation, landmarks: reshape, sigmoid)
+            with torch.no_grad():
+                ref = port.reference(x, keep)
+                port.channels_last = False
+                same_layout = port(x, keep)
+                port.channels_last = True
+                fast = port(x, keep)
+            # same layout, same kernels: pruning, folded pads and in-place ops change nothing (bit-identical
+            # here; the margin only allows another CPU's kernel choice)
+            assert max(_rel_errors(same_layout, ref).values()) <= 1e-6
+            # channels-last: oneDNN sums the same float32 products in another order. Each product rounds at
+            # 2^-24 ~ 6e-8, sums run over up to 25 x 864 terms of an encoder stream reaching ~230, ~60 layers
+            # deep: measured <= 1.5e-5 of the range on the levels, <= 2e-4 on ReLU6 maps (range 6, fed by that
+            # ~40x larger stream) and <= 5e-4 on the segmentation logits (unused; range ~1,500 on noise, after
+            # 256 px upsampling). A wrong pad, stride or layout errs by O(1).
+            errs = _rel_errors(fast, ref)
+            assert max(errs.values()) <= (1e-4 if keep is levels else 1e-3), max(errs.items(), key=lambda kv: kv[1])
+        assert torch.equal(x, x0)  # in-place ops never touch the caller's tensor
+    # a batch is its images one by one
+    with torch.no_grad():
+        batch, single = port(noise, levels), port(noise[1:], levels)
+    assert max(_rel_errors({k: v[1:] for k, v in batch.items()}, single).values()) <= 1e-4
+
+
+@needs_model
+def test_planned_port_runs_only_what_the_levels_need() -> None:
+    from neuralfit.nets.blazepose_port import GHUMTorchPort
+
+    port = GHUMTorchPort(bp.default_model_path())
+    levels = [name for _, name, _ in bp.GHUM_LEVELS]
+    with torch.no_grad():
+        port(_photo_like(1, 256), levels)
+    plan = next(iter(port._plans.values()))
+    made = {port.tensor_names[st.out] for st in plan}
+    assert set(levels) <= made
+    assert "Identity_2" not in made and "Identity" not in made  # segmentation and landmarks skipped
+    assert not any(port.tensor_shapes[st.out][1] > 128 for st in plan)  # nothing at the 256 px mask size
+    assert not any(st.op is not None and st.op[0] == "PAD" for st in plan)  # every PAD folded into its conv
+    n_ops = sum(op[0] != "DEQUANTIZE" for op in port.ops)
+    assert len(plan) < 0.6 * n_ops

@@ -8,8 +8,8 @@ backbone stores only its own decoder / heads and the per-channel standardisation
 
 Two engines run the same graph: the LiteRT interpreter (CPU, ~17 ms per crop on one idle thread with all
 tensors kept) and a PyTorch port (:mod:`neuralfit.nets.blazepose_port`, weights read from the same file,
-matched against the interpreter tensor by tensor; ~2.5x the CPU time, but it batches and runs wherever its
-input is). ``engine="auto"`` uses the interpreter for CPU inputs and the port for any other device, and the
+matched against the interpreter tensor by tensor; it computes only the ops the levels depend on, ~11 ms per
+crop on one thread, batches, and runs wherever its input is; docs/network.md has the measurements). ``engine="auto"`` uses the interpreter for CPU inputs and the port for any other device, and the
 port everywhere when ``ai-edge-litert`` (the optional ``ghum`` extra) is not installed: the port needs only
 mediapipe's file and the ``flatbuffers`` runtime mediapipe brings, so GHUM networks load on the default install.
 
@@ -240,6 +240,14 @@ class BlazePoseGHUMBackbone(nn.Module):
             return self.engine == "torch"
         return torch.device(device).type != "cpu" or not interpreter_available()
 
+    def port(self) -> Any:
+        """The PyTorch port of the trunk (:class:`~neuralfit.nets.blazepose_port.GHUMTorchPort`), built at first use."""
+        if self._port is None:
+            from neuralfit.nets.blazepose_port import GHUMTorchPort
+
+            self._port = GHUMTorchPort(self.trunk.path)
+        return self._port
+
     def stages(self) -> list[nn.Module]:
         """No trainable stages: the trunk lives in the interpreter and stays frozen."""
         return []
@@ -256,11 +264,7 @@ class BlazePoseGHUMBackbone(nn.Module):
                               antialias=res_h > GHUM_RES)
         g = g.clamp(0, 1)
         if self.uses_port(x.device):
-            if self._port is None:
-                from neuralfit.nets.blazepose_port import GHUMTorchPort
-
-                self._port = GHUMTorchPort(self.trunk.path)
-            got = self._port(g, keep=[name for _, name, _ in GHUM_LEVELS])
+            got = self.port()(g, keep=[name for _, name, _ in GHUM_LEVELS])
             raw = [got[name] for _, name, _ in GHUM_LEVELS]
         else:
             nhwc = g.permute(0, 2, 3, 1).cpu().numpy()
