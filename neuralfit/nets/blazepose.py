@@ -8,9 +8,10 @@ backbone stores only its own decoder / heads and the per-channel standardisation
 
 Two engines run the same graph: the LiteRT interpreter (CPU, ~17 ms per crop on one idle thread with all
 tensors kept) and a PyTorch port (:mod:`neuralfit.nets.blazepose_port`, weights read from the same file,
-matched against the interpreter tensor by tensor; it computes only the ops the levels depend on, ~11 ms per
-crop on one thread, batches, and runs wherever its input is; docs/network.md has the measurements). ``engine="auto"`` uses the interpreter for CPU inputs and the port for any other device, and the
-port everywhere when ``ai-edge-litert`` (the optional ``ghum`` extra) is not installed: the port needs only
+matched against the interpreter tensor by tensor; it computes only the ops the levels depend on, 11-15 ms
+per crop on one thread, batches, and runs wherever its input is; docs/network.md has the measurements).
+``engine="auto"`` uses the interpreter for CPU inputs and the port for any other device, and the port
+everywhere when ``ai-edge-litert`` (the optional ``ghum`` extra) is not installed: the port needs only
 mediapipe's file and the ``flatbuffers`` runtime mediapipe brings, so GHUM networks load on the default install.
 
 Levels (on GHUM's 256 x 256 input, NHWC in the file, NCHW here):
