@@ -64,6 +64,8 @@ class FitImageConfig:
             (mediapipe repeated with found people masked out, then overlapping crops) and ordered by box area,
             largest first; 1 = one mediapipe call, the single-person result. People of one photo are fitted
             together in its camera (depth order and interpenetration terms, ``neuralfit.fitting.people``).
+        flip_test: average each mediapipe detection (2D keypoints and 3D landmarks) with its answer on the
+            mirrored person region; one more mediapipe call per person (``detect.mediapipe_pose.flip_averaged``).
         fit: fitter settings; None = ``FitConfig.photo()``. Keypoint gating is its
             ``min_keypoint_confidence``; its ``second_hypothesis`` is also forced on for people whose
             start cannot tell front from back (the mean-pose start).
@@ -78,6 +80,7 @@ class FitImageConfig:
     box_padding: float = 1.2
     batch_size: int = 8
     max_people: int = 4
+    flip_test: bool = True
     fit: FitConfig | None = None
     write_overlay: bool = True
 
@@ -304,7 +307,7 @@ class ImageFitter:
             r.focal_length, r.principal_point = float(cam.focal), np.asarray(cam.principal_point, np.float64)
             r.camera_source, r.camera_warnings = cam.source, list(cam.warnings)
             found = find_people(self._get_detector, pic, kp, boxes, len(results) - 1, self.net is not None,
-                                self.config.max_people)
+                                self.config.max_people, self.config.flip_test)
             r.timings["detect"] = time.perf_counter() - t0
             if not found:
                 r.status = "no_person"

@@ -226,3 +226,22 @@ def test_full_model_with_parts_and_silhouette_runs(fb, scene):
     # end, so allow the cache's small inexactness).
     assert (r.loss <= r.history[-5:].min(0).values + 5e-3).all()
     assert math.isfinite(float(r.loss.sum()))
+
+
+def test_init_depth_keeps_joint_depths_where_stage_one_left_them(fb, scene):
+    """``w_init_depth``: the 2D keypoints say nothing about depth, the start does. With the term the body
+    still follows the keypoints (its pose changes) but each joint's pelvis-relative depth stays within a
+    few mm of where stage 1 left it; without it the same fit moves depths by centimetres."""
+    from neuralfit.fitting.terms import pelvis_relative_depth
+
+    stage1 = Fitter(fb, None, None, FitConfig(keypoints_only=True, stage2_iters=0)).fit(_kp_batch(scene))
+    d0 = pelvis_relative_depth(_joints(fb, stage1)[:, :24])
+    moved = {}
+    for w in (0.0, 100.0):
+        r = Fitter(fb, None, None, FitConfig(keypoints_only=True, w_init_depth=w)).fit(_kp_batch(scene))
+        moved[w] = float((pelvis_relative_depth(_joints(fb, r)[:, :24]) - d0).abs().mean())
+        assert ("init_depth" in r.terms) == (w > 0)
+        assert float((r.body_pose - scene.init_pose).abs().max()) > 0.05  # the pose still follows the 2D
+    print(f"mean depth change: free {1000 * moved[0.0]:.1f} mm, anchored {1000 * moved[100.0]:.1f} mm")
+    assert moved[100.0] < 0.5 * moved[0.0]
+    assert moved[100.0] < 0.01

@@ -149,6 +149,48 @@ class PersonDetector:
         return Detection(keypoints=kp, bbox=bbox, mask=mask, score=score, world_landmarks=world)
 
 
+def flip_averaged(detector, region: np.ndarray, det: Detection, max_shift: float = 0.2) -> Detection:
+    """``det`` averaged with the detector's answer on the mirrored ``region`` (test-time flip).
+
+    BlazePose is not mirror-symmetric, so the mirrored photo is a second, partly independent opinion; the
+    mean of the two is less noisy. On Demo_MultiPerson (the woman in front, 78 person-views, her box
+    padded by 10 %) mediapipe's own 3D scored 65.2 mm PA-MPJPE alone, the flipped pass 65.2, their mean
+    62.6; a 2D mean moved her keypoints 0.8 px closer to the 4-view triangulation.
+
+    Args:
+        detector: a :class:`PersonDetector` (any ``image -> Detection | None``).
+        region: (H, W, 3) uint8 RGB, the image ``det`` was found in (same pixel frame).
+        det: the detection to refine.
+        max_shift: the mirrored answer is someone else (or a failure) when its torso lies further than
+            this x the box size from ``det``'s; then ``det`` comes back unchanged.
+
+    Returns:
+        A new detection with mean keypoints (x, y, confidence) and mean world landmarks; box and mask
+        are ``det``'s.
+    """
+    from dataclasses import replace
+
+    other = detector(np.ascontiguousarray(region[:, ::-1]))
+    if other is None:
+        return det
+    w = region.shape[1]
+    kp = flip_blazepose(other.keypoints).copy()
+    kp[:, 0] = w - kp[:, 0]
+    size = float(max(det.bbox[2] - det.bbox[0], det.bbox[3] - det.bbox[1], 1.0))
+    limbs = [11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28]
+    same = np.linalg.norm(kp[limbs, :2] - det.keypoints[limbs, :2], axis=1).mean()
+    swapped = np.linalg.norm(flip_blazepose(kp)[limbs, :2] - det.keypoints[limbs, :2], axis=1).mean()
+    # Sides that disagree (one of the passes swapped left and right) give no trustworthy mean.
+    if same > max_shift * size or swapped < same:
+        return det
+    world = det.world_landmarks
+    if world is not None and other.world_landmarks is not None:
+        ow = flip_blazepose(other.world_landmarks).copy()
+        ow[:, 0] *= -1.0
+        world = 0.5 * (world + ow)
+    return replace(det, keypoints=(0.5 * (det.keypoints + kp)).astype(np.float32), world_landmarks=world)
+
+
 @contextlib.contextmanager
 def _quiet_native_stderr() -> Iterator[None]:
     """Silence stderr at the file-descriptor level while mediapipe's C++ code runs.

@@ -39,6 +39,9 @@ class FitConfig:
     * ``w_init_pose``: mean squared axis-angle distance (rad^2 per joint) of ``body_pose`` from its
       initial value: a Gaussian prior centred on the regressor's answer (MAP refinement, as when the
       regressor is trusted more than weak image evidence). 0 = off, the seed's setting.
+    * ``w_init_depth``: mean squared change (in units of 5 cm) of each joint's depth relative to the
+      pelvis from where stage 1 left it: the start's 3D knows the depths, the 2D keypoints do not; the
+      body pose stays free to follow the keypoints in the image plane. 0 = off.
 
     ``min_keypoint_confidence``: detections below this confidence get no weight in the keypoint term
     (0 = use all, the seed's setting). The shipped network's heatmap keypoints below 0.6 have median
@@ -86,6 +89,7 @@ class FitConfig:
     w_joint_prior: float = 0.0
     w_shape_prior: float = 1e-2
     w_init_pose: float = 0.0
+    w_init_depth: float = 0.0
     gmof_sigma: float = 100.0
     min_keypoint_confidence: float = 0.0
 

@@ -29,7 +29,7 @@ from neuralfit.errors import NeuralfitError
 from neuralfit.fitting.config import FitConfig
 from neuralfit.fitting.losses import log_part_probs
 from neuralfit.fitting.posing import FitBody
-from neuralfit.fitting.terms import Term, TermContext, default_terms
+from neuralfit.fitting.terms import Term, TermContext, default_terms, pelvis_relative_depth
 from neuralfit.render.camera import CropCamera
 from neuralfit.render.raster import VisibilityCache
 
@@ -170,6 +170,7 @@ class Fitter:
                                                _on_device(shape_prior, self.device)) + list(extra_terms)
         self._log_parts: torch.Tensor | None = None  # per-fit cache (one fit at a time per Fitter)
         self._init_pose: torch.Tensor | None = None  # per-fit: the body pose the fit started from
+        self._init_depth: torch.Tensor | None = None  # per-fit: joint depths after stage 1 (w_init_depth)
 
     # ------------------------------------------------------------------ validation
     def _prepare(self, batch: FitBatch) -> tuple[FitBatch, int | None]:
@@ -269,7 +270,7 @@ class Fitter:
         posed = self.body(params["betas"], params["global_orient"], params["body_pose"], params["transl"],
                           lowres=size is not None)
         ctx = TermContext(params, posed, batch, self.body, cam, size, cache, self._init_pose, self._log_parts,
-                          want_occlusion)
+                          want_occlusion, init_depth=self._init_depth)
         total = torch.zeros(params["global_orient"].shape[0], device=self.device)
         values: dict[str, torch.Tensor] = {}
         for term in self.terms:
@@ -345,6 +346,12 @@ class Fitter:
         betas = ("betas",) if cfg.optimize_betas else ()
         stage1, stage2 = tuple(cfg.stage1_params), tuple(cfg.stage2_params) + betas
         params = self._run_stage(params, stage1, cfg.stage1_iters, batch, cam, size, cache, 1, history, rolled_back)
+        self._init_depth = None
+        if cfg.w_init_depth > 0:
+            with torch.no_grad():
+                placed = self.body(params["betas"], params["global_orient"], params["body_pose"], params["transl"],
+                                   lowres=False)
+                self._init_depth = pelvis_relative_depth(placed.joints[:, :24]).clone()
         params = self._run_stage(params, stage2, cfg.stage2_iters, batch, cam, size, cache, 2, history, rolled_back)
         # Final evaluation of the kept iterate with exact (freshly rasterised) visibility.
         if cache is not None:
@@ -354,6 +361,7 @@ class Fitter:
         if self.neural_model is not None:
             self.neural_model.clear_cache()
         self._log_parts = None
+        self._init_depth = None
         hist = torch.stack(history) if history else torch.zeros(0, nb, device=self.device)
         hypothesis = torch.zeros(B, dtype=torch.long, device=self.device)
         if cfg.second_hypothesis:

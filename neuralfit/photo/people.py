@@ -88,35 +88,45 @@ def box_from_keypoints(kp: np.ndarray, image_hw: tuple[int, int], min_conf: floa
     return np.array([max(x0 - pad, 0), max(y0 - pad, 0), min(x1 + pad, w), min(y1 + pad, h)], dtype=np.float32)
 
 
-def detect_in_box(detector, image: np.ndarray, bbox: np.ndarray):
+def _region(bbox: np.ndarray, image_hw: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The box padded by 10 % per side, clipped to the photo: where mediapipe looks for the box's person."""
+    h, w = image_hw
+    bw, bh = bbox[2] - bbox[0], bbox[3] - bbox[1]
+    return (int(max(bbox[0] - 0.1 * bw, 0)), int(max(bbox[1] - 0.1 * bh, 0)),
+            int(min(bbox[2] + 0.1 * bw, w)), int(min(bbox[3] + 0.1 * bh, h)))
+
+
+def detect_in_box(detector, image: np.ndarray, bbox: np.ndarray, flip: bool = False):
     """Run the detector on a padded region around a box; keypoints and mask back in photo pixels.
 
     mediapipe returns the most prominent person of the region, which can be someone in front of the
     box's person: when the detection's box overlaps the given one by less than half (IoU), that person is
-    painted out and the region searched once more; the better-overlapping detection is kept.
+    painted out and the region searched once more; the better-overlapping detection is kept. ``flip``:
+    average it with the answer on the mirrored region (:func:`neuralfit.detect.mediapipe_pose.flip_averaged`).
     """
     from neuralfit.detect.everyone import box_iou, paint_out
+    from neuralfit.detect.mediapipe_pose import flip_averaged
 
     h, w = image.shape[:2]
-    bw, bh = bbox[2] - bbox[0], bbox[3] - bbox[1]
-    x0, y0 = int(max(bbox[0] - 0.1 * bw, 0)), int(max(bbox[1] - 0.1 * bh, 0))
-    x1, y1 = int(min(bbox[2] + 0.1 * bw, w)), int(min(bbox[3] + 0.1 * bh, h))
+    x0, y0, x1, y1 = _region(bbox, (h, w))
     if x1 - x0 < 8 or y1 - y0 < 8:
         return None
     region = np.ascontiguousarray(image[y0:y1, x0:x1])
-    best, best_iou = None, -1.0
+    best, best_iou, best_region = None, -1.0, region
     for _ in range(2):
         det = detector(region)
         if det is None:
             break
         iou = box_iou(det.bbox + np.array([x0, y0, x0, y0], np.float32), bbox)
         if iou > best_iou:
-            best, best_iou = det, iou
+            best, best_iou, best_region = det, iou, region
         if iou >= 0.5:
             break
         region = paint_out(region, [det])  # someone else: paint them out and look again
     if best is None:
         return None
+    if flip:
+        best = flip_averaged(detector, best_region, best)
     best.keypoints[:, 0] += x0
     best.keypoints[:, 1] += y0
     best.bbox = best.bbox + np.array([x0, y0, x0, y0], np.float32)
@@ -127,13 +137,37 @@ def detect_in_box(detector, image: np.ndarray, bbox: np.ndarray):
     return best
 
 
+def _flip_in_photo(detector, pic: np.ndarray, d, box: np.ndarray | None = None):
+    """:func:`~neuralfit.detect.mediapipe_pose.flip_averaged` for a detection made on the whole photo:
+    the mirrored pass runs on ``box`` (default: the detection's keypoint box) padded as in
+    :func:`detect_in_box`, where the person fills the region as they do in a box search."""
+    from dataclasses import replace
+
+    from neuralfit.detect.mediapipe_pose import flip_averaged
+
+    box = box if box is not None else box_from_keypoints(d.keypoints, pic.shape[:2], BOX_CONFIDENCE)
+    if box is None:
+        return d
+    x0, y0, x1, y1 = _region(box, pic.shape[:2])
+    if x1 - x0 < 8 or y1 - y0 < 8:
+        return d
+    off = np.array([x0, y0], np.float32)
+    local = replace(d, keypoints=np.concatenate([d.keypoints[:, :2] - off, d.keypoints[:, 2:]], 1),
+                    bbox=d.bbox - np.tile(off, 2))
+    out = flip_averaged(detector, np.ascontiguousarray(pic[y0:y1, x0:x1]), local)
+    if out is local:
+        return d
+    return replace(d, keypoints=np.concatenate([out.keypoints[:, :2] + off, out.keypoints[:, 2:]], 1),
+                   world_landmarks=out.world_landmarks)
+
+
 def _person(image_index: int, d, box: np.ndarray | None) -> Person:
     return Person(image_index, np.asarray(box if box is not None else d.bbox, np.float32),
                   d.keypoints.astype(np.float32), "blazepose33", mask=d.mask,
                   world_landmarks=getattr(d, "world_landmarks", None))
 
 
-def _redetect(detector, pic: np.ndarray, d, others: list):
+def _redetect(detector, pic: np.ndarray, d, others: list, flip: bool = False):
     """``d`` found again inside its own box with the other people painted out, as a top-down pipeline
     runs pose per person box: on Demo_MultiPerson the whole-photo detection of the woman in front scored
     3.3 mm PA-MPJPE worse than mediapipe inside her box. The first answer is kept when the box search
@@ -145,9 +179,10 @@ def _redetect(detector, pic: np.ndarray, d, others: list):
         return d
     # Undilated: others stand next to (or in front of) this person, and a grown paint eats into them: with
     # the 25-px growth the search uses, Demo_MultiPerson scored 66.4 / 105.0 mm instead of 65.8 / 101.3.
-    again = detect_in_box(detector, paint_out(pic, others, dilate=1), box)
+    painted = paint_out(pic, others, dilate=1)
+    again = detect_in_box(detector, painted, box, flip)
     if again is None or torso_distance(again.keypoints, d.keypoints) > 0.2 * box_size(d):
-        return d
+        return _flip_in_photo(detector, painted, d) if flip else d
     return again
 
 
@@ -169,7 +204,7 @@ def _match_boxes(dets: list, boxes: np.ndarray, min_iou: float = 0.3) -> list[in
 
 
 def find_people(get_detector: Callable, pic: np.ndarray, keypoints: list | None, boxes: np.ndarray | None,
-                image_index: int, box_alone_ok: bool, max_people: int = 1) -> list[Person]:
+                image_index: int, box_alone_ok: bool, max_people: int = 1, flip: bool = False) -> list[Person]:
     """People of one photo: from the user's keypoints, else mediapipe (inside the user's boxes if given).
 
     Args:
@@ -179,7 +214,10 @@ def find_people(get_detector: Callable, pic: np.ndarray, keypoints: list | None,
             a box left without a match is searched on its own with the found people painted out.
         box_alone_ok: a user box where mediapipe finds nobody still gives a person (a network can supply
             the keypoints).
-        max_people: without boxes, at most this many people (largest first); 1 = one detector call.
+        max_people: without boxes, at most this many people (largest first); 1 = one detector call to find
+            the person (plus one mirrored pass when ``flip``).
+        flip: average every mediapipe detection with its answer on the mirrored person region
+            (:func:`neuralfit.detect.mediapipe_pose.flip_averaged`; one more detector call per person).
     """
     h, w = pic.shape[:2]
     if boxes is not None and len(boxes) == 0:
@@ -205,7 +243,9 @@ def find_people(get_detector: Callable, pic: np.ndarray, keypoints: list | None,
 
         dets = find_everyone(det, pic, max_people)
         if len(dets) > 1:
-            dets = [_redetect(det, pic, d, [o for o in dets if o is not d]) for d in dets]
+            dets = [_redetect(det, pic, d, [o for o in dets if o is not d], flip) for d in dets]
+        elif dets and flip:
+            dets = [_flip_in_photo(det, pic, dets[0])]
         return [_person(image_index, d, None) for d in dets]
     if len(boxes) == 1:
         dets, match = [], [None]
@@ -216,12 +256,15 @@ def find_people(get_detector: Callable, pic: np.ndarray, keypoints: list | None,
         match = _match_boxes(dets, boxes)
     people = []
     for box, j in zip(boxes, match, strict=True):
-        if j is not None:
-            people.append(_person(image_index, dets[j], box))
-            continue
         from neuralfit.detect.everyone import paint_out
 
-        d = detect_in_box(det, paint_out(pic, dets) if dets else pic, box)
+        if j is not None:
+            d = dets[j]
+            if flip:
+                d = _flip_in_photo(det, paint_out(pic, [o for o in dets if o is not d], dilate=1), d, box)
+            people.append(_person(image_index, d, box))
+            continue
+        d = detect_in_box(det, paint_out(pic, dets) if dets else pic, box, flip)
         if d is not None:
             people.append(_person(image_index, d, box))
         elif box_alone_ok:
