@@ -157,9 +157,13 @@ class FitConfig:
         was on held-out real occluded frames (docs/occlusion.md); larger weights lost PA-MPJPE there.
         Between people of one photo (issue 17): ``w_depth_order`` 0.05 and ``w_interpenetration`` 0.01, set by
         scale, not tuned: a violation over a fifth of a body costs about what the keypoints of a good fit do
-        (0.01), so a term corrects near-misses without overriding the 2D evidence (docs/fit.md)."""
+        (0.01), so a term corrects near-misses without overriding the 2D evidence (docs/fit.md).
+        ``w_init_depth`` 0.03 keeps the start's pelvis-relative joint depths (mediapipe's 3D knows them, the 2D
+        keypoints do not): on the same benchmark the 2D fit had moved them and lost 1.8 mm against its own
+        start; over 0 / 0.03 / 0.1 / 0.3 / 1 / 3 / 30 the front person scored 65.6 / 61.9 / 62.1 / 62.5 / 62.9 /
+        63.3 / 64.4 mm (``w_init_pose`` 3 / 30 / 100, the articulation held instead: 64.5 / 63.5 / 63.7)."""
         return cls(**{"lr": 0.02, "w_pose_prior": 1e-3, "w_mask_outlier": 0.01, "w_depth_order": 0.05,
-                      "w_interpenetration": 0.01, **overrides})
+                      "w_interpenetration": 0.01, "w_init_depth": 0.03, **overrides})
 
     @classmethod
     def occluded(cls, **overrides) -> FitConfig:
