@@ -316,3 +316,20 @@ def runner_result(it: PersonView, instead: np.ndarray | None):
         return MethodResult(True, "", it.gt.copy(), torso2d=it.keypoints[[11, 12, 23, 24], :2].copy(), seconds=0.1)
     return MethodResult(True, "", instead[list(SMPL_LIMB12)], torso2d=project_torso(instead, F, (CX, CY)),
                         seconds=0.1)
+
+
+def test_who_by_mask_reads_the_torso_against_the_person_masks():
+    from neuralfit.eval.real_methods import who_by_mask
+
+    step = 4
+    own = np.zeros((100, 200), bool)
+    own[:, :100] = True  # the expected person: left half of an 800 x 400 photo (subsampled by 4)
+    other = ~own
+    left = np.array([[100, 100], [300, 100], [100, 300], [300, 300]], float)  # l/r shoulder, l/r hip
+    right = left + [450, 0]
+    assert who_by_mask(left, own, [other], step) == "self"
+    assert who_by_mask(right, own, [other], step) == "other"
+    # On nobody's mask (background) it is not called someone else.
+    assert who_by_mask(right, own, [np.zeros_like(own)], step) == "self"
+    assert who_by_mask(np.full((4, 2), np.nan), own, [other], step) == "none"
+    assert who_by_mask(left, None, [other], step) == "none"

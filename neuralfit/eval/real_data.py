@@ -66,6 +66,10 @@ def read_frames(video: Path, indices: list[int]) -> dict[int, np.ndarray]:
     return out
 
 
+#: Subsampling of the person masks kept with the set (a 1088 x 1920 mask -> 272 x 480 bools).
+MASK_STEP = 4
+
+
 @dataclass
 class PersonView:
     """One person in one view of one frame, with its pseudo-GT.
@@ -77,6 +81,8 @@ class PersonView:
         gt: (12, 3) pseudo-GT limb joints in this view's camera frame (metres).
         gt_heldout: (12, 3) the same triangulated without this view (independent of its 2D keypoints).
         focal: this camera's focal length (px), for methods given the calibration.
+        mask: (H / MASK_STEP, W / MASK_STEP) bool, that detection's person mask (mediapipe's segmentation,
+            > 0.5) subsampled, or None; the "torso on whose mask" check of the tables.
     """
 
     frame: int
@@ -87,6 +93,7 @@ class PersonView:
     gt: np.ndarray
     gt_heldout: np.ndarray
     focal: float
+    mask: np.ndarray | None = None
 
 
 @dataclass
@@ -249,7 +256,9 @@ def _finish(cams, frames, obs, before, rot_deg, swaps, missing) -> RealSet:
                     incomplete += 1
                     continue
                 gt_h = cams[v].to_camera(tri_h.points[limb])
-                items.append(PersonView(f, v, name, det.bbox.copy(), kp[v], gt, gt_h, float(cams[v].K[0, 0])))
+                small = None if det.mask is None else det.mask[::MASK_STEP, ::MASK_STEP] > 0.5
+                items.append(PersonView(f, v, name, det.bbox.copy(), kp[v], gt, gt_h, float(cams[v].K[0, 0]),
+                                        small))
     return RealSet(items, cams, list(frames), np.concatenate(reproj) if reproj else np.zeros(0),
                    np.concatenate(loo) if loo else np.zeros(0), before, rot_deg, swaps, missing, incomplete)
 

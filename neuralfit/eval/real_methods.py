@@ -511,3 +511,26 @@ def who(torso2d: np.ndarray, expected: np.ndarray, others: list[np.ndarray]) -> 
     tk = _as33(torso2d)
     d_self = torso_distance(tk, expected)
     return "other" if any(torso_distance(tk, o) < d_self for o in others) else "self"
+
+
+def who_by_mask(torso2d: np.ndarray, own: np.ndarray | None, others: list[np.ndarray | None], step: int) -> str:
+    """The identity check on the masks: "other" when the method's torso quadrilateral (shoulders and hips,
+    (4, 2) photo pixels in BlazePose order) lies less than half on the expected person's mask (``own``,
+    subsampled by ``step``) and more on another person's; "self" otherwise; "none" without a torso or mask.
+
+    A person hidden behind another has little own mask where the other stands in front, so a right fit
+    of the one behind can read "other" here; the keypoint check (:func:`who`) does not have that failure."""
+    import cv2
+
+    if own is None or not np.all(np.isfinite(torso2d)):
+        return "none"
+    quad = np.round(torso2d[[0, 1, 3, 2]] / step).astype(np.int32)
+    area = np.zeros(own.shape, np.uint8)
+    cv2.fillPoly(area, [quad], 1)
+    inside = area.astype(bool)
+    n = int(inside.sum())
+    if n == 0:
+        return "none"
+    mine = float(own[inside].mean())
+    theirs = max((float(o[inside].mean()) for o in others if o is not None and o.shape == own.shape), default=0.0)
+    return "other" if mine < 0.5 and theirs > mine else "self"

@@ -17,8 +17,16 @@ import numpy as np
 from tqdm import tqdm
 
 from neuralfit.eval.multiview import Scores, score_limb12
-from neuralfit.eval.real_data import PersonView, RealSet
-from neuralfit.eval.real_methods import MethodResult, MethodSpec, MultiResult, Runner, match_people, who
+from neuralfit.eval.real_data import MASK_STEP, PersonView, RealSet
+from neuralfit.eval.real_methods import (
+    MethodResult,
+    MethodSpec,
+    MultiResult,
+    Runner,
+    match_people,
+    who,
+    who_by_mask,
+)
 
 
 @dataclass
@@ -28,7 +36,9 @@ class Row:
     Attributes:
         item: the person-view. result: the method's output. scores: vs the all-view GT;
         scores_heldout: vs the GT triangulated without this view; scores_bp: the fitted body's own
-        BlazePose limb keypoints vs the GT (fits only). identity: "self" / "other" / "none".
+        BlazePose limb keypoints vs the GT (fits only). identity: "self" / "other" / "none" by the
+        keypoints (:func:`~neuralfit.eval.real_methods.who`); mask_identity: the same by the person masks
+        (:func:`~neuralfit.eval.real_methods.who_by_mask`).
     """
 
     item: PersonView
@@ -37,6 +47,7 @@ class Row:
     scores_heldout: Scores
     scores_bp: Scores
     identity: str
+    mask_identity: str = "none"
 
 
 def method_folder(root: Path, spec: MethodSpec, sets: list[str], tag: str = "") -> Path:
@@ -146,8 +157,10 @@ def score_rows(items: list[PersonView], results: list[MethodResult], rset: RealS
                 sb = score_limb12(res.limb12_bp, it.gt)
         else:
             s = sh = sb = nan
-        others = [o.keypoints for o in by_view[it.frame, it.view] if o.person != it.person]
-        rows.append(Row(it, res, s, sh, sb, who(res.torso2d, it.keypoints, others) if res.ok else "none"))
+        others = [o for o in by_view[it.frame, it.view] if o.person != it.person]
+        ident = who(res.torso2d, it.keypoints, [o.keypoints for o in others]) if res.ok else "none"
+        by_mask = who_by_mask(res.torso2d, it.mask, [o.mask for o in others], MASK_STEP) if res.ok else "none"
+        rows.append(Row(it, res, s, sh, sb, ident, by_mask))
     return rows
 
 
@@ -171,14 +184,16 @@ def person_table(per_method: dict[str, list[Row]], people: list[str], found: boo
     that person; x/y over the person-views with GT)."""
     keys = common_keys(per_method)
     lines = ["| person | method | n | PA-MPJPE | MPJPE | PA no hips | MPJPE no hips | PA held-out GT | "
-             f"PA right person only (n) | {'found' if found else 'lost'} | other person | s/fit |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             f"PA right person only (n) | {'found' if found else 'lost'} | other person | torso on another's mask | "
+             "s/fit |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for person in people:
         for name, rows in per_method.items():
             mine = [r for r in rows if r.item.person == person]
             sel = [r for r in mine if item_tag(r.item) in keys]
             lost = sum(not r.result.ok for r in mine)
             other = sum(r.identity == "other" for r in mine)
+            off_mask = sum(r.mask_identity == "other" for r in mine)
             right = [r for r in sel if r.identity == "self"]
             lines.append(
                 f"| {person} | {name} | {len(sel)} | {_mean([r.scores.pa_mpjpe for r in sel])} | "
@@ -187,7 +202,7 @@ def person_table(per_method: dict[str, list[Row]], people: list[str], found: boo
                 f"{_mean([r.scores_heldout.pa_mpjpe for r in sel])} | "
                 f"{_mean([r.scores.pa_mpjpe for r in right])} ({len(right)}) | "
                 f"{(len(mine) - lost) if found else lost}/{len(mine)} | {other}/{len(mine)} | "
-                f"{_mean([r.result.seconds for r in mine])} |")
+                f"{off_mask}/{len(mine)} | {_mean([r.result.seconds for r in mine])} |")
     return "\n".join(lines)
 
 
