@@ -20,6 +20,11 @@ from neuralfit.cli.options import check_out_file, device_option, quiet_option, t
               help="Neural mesh model .pt for the neural method (default: the shipped one).")
 @click.option("--keypoints", type=click.Choice(["auto", "part", "openpose", "none"]), default="auto",
               show_default=True, help="Which npz keypoints to fit (part = spin24, openpose = BODY-25).")
+@click.option("--init", "init_from", type=click.Choice(["file", "lifter"]), default="file", show_default=True,
+              help="Where each fit starts: the row's own pose/shape (file), or the keypoint lifter on the row's "
+                   "keypoints (lifter; rows with fewer than 6 confident keypoints keep their own).")
+@click.option("--lifter", type=click.Path(dir_okay=False), default=None,
+              help="Keypoint lifter checkpoint for --init lifter (default: the shipped one).")
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Crops fitted at once.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from OUT.partial/.")
 @click.option("--shard", default=None, metavar="I/N",
@@ -38,7 +43,7 @@ from neuralfit.cli.options import check_out_file, device_option, quiet_option, t
 @threads_option
 @quiet_option
 def refine(init: str, images: str, out: str, method: str, network: str | None, neural_model: str | None,
-           keypoints: str, batch_size: int, resume: bool, shard: str | None, device: str, body_spec: str,
+           keypoints: str, init_from: str, lifter: str | None, batch_size: int, resume: bool, shard: str | None, device: str, body_spec: str,
            prior_spec: str, res: int, clean: bool, settings: tuple[str, ...], threads: int, quiet: bool) -> None:
     """Refine the SMPL estimates in INIT (.npz with imgname, center, scale, pose, shape [, cam, part, openpose])."""
     from neuralfit.fitting.config import FitConfig
@@ -47,7 +52,8 @@ def refine(init: str, images: str, out: str, method: str, network: str | None, n
     check_out_file(out)  # OUT and OUT.partial/ go next to each other: refuse an unwritable folder first
     fit = (FitConfig.clean() if clean else FitConfig.occluded()).with_settings(settings)
     options = RefineOptions(method=method, batch_size=batch_size, res=res, keypoints=keypoints, body=body_spec,
-                            prior=prior_spec, network=network, neural_model=neural_model, device=device, fit=fit)
+                            prior=prior_spec, network=network, neural_model=neural_model, device=device,
+                            init=init_from, lifter=lifter, fit=fit)
     with torch_threads(threads):
         summary = refine_npz(init, images, out, options, resume=resume,
                              shard=parse_shard(shard) if shard else None, progress=not quiet)

@@ -9,7 +9,7 @@ optional ``cam`` (N, 3) weak perspective ``[s, tx, ty]`` of the 224-style crop, 
 pixels with confidence (as in SPIN's dataset files).
 
 Output: every input key (rows in the same order), with ``pose``/``shape``/``cam`` replaced by the refined
-values, plus ``pose_init`` (N, 72), ``fit_loss`` (N,), ``occlusion_fraction`` (N,), ``transl`` (N, 3)
+values, plus ``pose_init`` (N, 72: the pose each fit started from, the row's own or the lifter's), ``fit_loss`` (N,), ``occlusion_fraction`` (N,), ``transl`` (N, 3)
 (crop-camera translation) and, for a shard, ``row_index`` (rows of the input it holds).
 
 Resumability: each finished batch is written atomically to ``OUT.partial/batch_XXXXXX.npz`` next to a
@@ -42,6 +42,9 @@ REQUIRED = {"imgname": (), "center": (2,), "scale": (), "pose": (72,), "shape": 
 OPTIONAL = {"cam": (3,), "part": (24, 3), "openpose": (25, 3)}
 KEYPOINT_SETS = {"part": "spin24", "openpose": "body25"}
 METHODS = ("keypoints", "neural")
+#: Where a row's fit starts: its own ``pose``/``shape`` (the regressor outputs being refined) or the shipped
+#: keypoint lifter on its keypoints. ``mediapipe3d`` and ``network`` are photo starts (``neuralfit fit``).
+INITS = ("file", "lifter")
 
 
 @dataclass
@@ -58,6 +61,9 @@ class RefineOptions:
         prior: pose prior spec ("default", a VPoser path, or "none").
         network, neural_model: paths for the neural method.
         device: "cpu" or "cuda[:i]".
+        init: "file" (each row's ``pose``/``shape``) or "lifter" (the shipped keypoint lifter, or ``lifter``,
+            on each row's keypoints; rows with fewer than 6 confident keypoints keep their own pose).
+        lifter: a ``regressor_input="keypoints"`` network checkpoint for ``init="lifter"`` (None = shipped).
         fit: the fitter settings.
     """
 
@@ -70,6 +76,8 @@ class RefineOptions:
     network: str | None = None
     neural_model: str | None = None
     device: str = "cpu"
+    init: str = "file"
+    lifter: str | None = None
     fit: FitConfig = field(default_factory=FitConfig)
 
     def __post_init__(self) -> None:
@@ -79,6 +87,11 @@ class RefineOptions:
             raise NeuralfitError(f"batch size must be >= 1, got {self.batch_size}")
         if self.keypoints not in ("auto", "none", *KEYPOINT_SETS):
             raise NeuralfitError(f"keypoints must be auto, none, part or openpose; got {self.keypoints!r}")
+        if self.init in ("mediapipe3d", "network"):
+            raise NeuralfitError(f"--init {self.init} does not apply to refine: it starts from a photo's detection or "
+                                 "network crop; refine starts from the rows (file) or the keypoint lifter (lifter)")
+        if self.init not in INITS:
+            raise NeuralfitError(f"refine init must be one of {', '.join(INITS)}, got {self.init!r}")
 
 
 @dataclass
@@ -243,6 +256,8 @@ def refine_npz(init_path: str | os.PathLike, images_dir: str | os.PathLike, out_
     n = int(data["imgname"].shape[0])
     rows = np.arange(n) if shard is None else np.arange(shard[0], n, shard[1])
     kp_key = _keypoint_source(data, options.keypoints)
+    if options.init == "lifter" and kp_key is None:
+        raise NeuralfitError(f"--init lifter needs the rows' 2D keypoints ('part' or 'openpose'); {init_path} has none")
     if options.method == "keypoints" and kp_key is None:
         raise NeuralfitError(f"{init_path} has no keypoints ('part' or 'openpose' with confidence > 0); "
                              "the keypoints method needs them")
@@ -283,6 +298,7 @@ def refine_npz(init_path: str | os.PathLike, images_dir: str | os.PathLike, out_
         if options.neural_model:
             neural_model = NeuralMeshModel.load(options.neural_model, body=body, device=device)
     fitter = Fitter(body, neural_model, prior, method_config(options.method, fit_cfg), device=device)
+    lifter = _load_lifter(options.lifter, body, device) if options.init == "lifter" else None
 
     # Sidecar with per-batch results.
     side = out.with_name(out.name + ".partial")
@@ -321,7 +337,7 @@ def refine_npz(init_path: str | os.PathLike, images_dir: str | os.PathLike, out_
         if max_batches is not None and new >= max_batches:
             break
         idx = rows[k * bs:(k + 1) * bs]
-        result = _fit_rows(fitter, body, data, idx, kp_key, cam, res, provider, options.method, device)
+        result = _fit_rows(fitter, body, data, idx, kp_key, cam, res, provider, options.method, device, lifter)
         save_npz(side / f"batch_{k:06d}.npz", **result)
         new += 1
         bar.update(1)
@@ -332,7 +348,7 @@ def refine_npz(init_path: str | os.PathLike, images_dir: str | os.PathLike, out_
     parts = [dict(np.load(side / f"batch_{k:06d}.npz")) for k in range(n_batches)]
     merged = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
     outputs = {key: val[rows] for key, val in data.items()}
-    outputs["pose_init"] = data["pose"][rows].astype(np.float32)
+    outputs["pose_init"] = merged["pose_init"]
     for key in ("pose", "shape", "transl", "fit_loss", "occlusion_fraction"):
         outputs[key] = merged[key]
     outputs["cam"] = merged["cam"]
@@ -343,7 +359,39 @@ def refine_npz(init_path: str | os.PathLike, images_dir: str | os.PathLike, out_
     return RefineSummary(out, len(rows), n_batches, n_batches, True)
 
 
-def _fit_rows(fitter, body, data, idx, kp_key, cam, res, provider, method, device) -> dict[str, np.ndarray]:
+def _load_lifter(path: str | None, body, device: str):
+    """The keypoint lifter network (``path`` or the shipped one); one-line errors when unusable."""
+    from neuralfit.assets import default_assets
+    from neuralfit.nets.checkpoint import load_network
+
+    path = path or (str(default_assets()[0]) if default_assets()[0] else None)
+    if path is None or not Path(path).is_file():
+        raise NeuralfitError(f"--init lifter: lifter network not found ({path or 'none shipped'})")
+    net = load_network(path, body, device=device)
+    if net.config.regressor_input != "keypoints":
+        raise NeuralfitError(f"--init lifter: {path} regresses from images, not keypoints")
+    return net
+
+
+def _lifted(lifter, body, kp: np.ndarray, joint_set: str, res: int, pose: torch.Tensor,
+            betas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, 72) pose and (B, 10) betas from the lifter on (B, J, 3) crop keypoints at ``res``; rows it
+    cannot read (fewer than 6 confident keypoints) keep ``pose`` / ``betas``."""
+    from neuralfit.body.keypoints import transfer_keypoints
+    from neuralfit.nets.model import regress
+
+    dst = body.keypoint_sets[lifter.config.joint_set]
+    t = np.stack([transfer_keypoints(k, body.keypoint_sets[joint_set], dst) for k in kp]).astype(np.float32)
+    t[..., :2] *= lifter.config.input_res / res  # the lifter reads its own crop size
+    ok = torch.as_tensor((t[..., 2] > 0).sum(-1) >= 6, device=pose.device)
+    smpl = regress(lifter, t)
+    lifted = torch.cat([smpl["global_orient"], smpl["body_pose"]], -1).to(pose)
+    b = torch.nn.functional.pad(smpl["betas"].to(betas), (0, max(0, 10 - smpl["betas"].shape[1])))[:, :10]
+    return torch.where(ok[:, None], lifted, pose), torch.where(ok[:, None], b, betas)
+
+
+def _fit_rows(fitter, body, data, idx, kp_key, cam, res, provider, method, device,
+              lifter=None) -> dict[str, np.ndarray]:
     """Fit one batch of rows; returns per-row arrays for the sidecar."""
     from neuralfit.fitting.inputs import Observations, fit_batch
     from neuralfit.init import StartParams, place_in_camera
@@ -358,8 +406,10 @@ def _fit_rows(fitter, body, data, idx, kp_key, cam, res, provider, method, devic
         obs.keypoints, obs.joint_set = torch.as_tensor(kp, device=dev), KEYPOINT_SETS[kp_key]
     elif pred.get("keypoints") is not None:
         obs.keypoints, obs.joint_set = pred["keypoints"].float().to(dev), pred["joint_set"]
+    if lifter is not None:
+        pose, betas = _lifted(lifter, body, kp, KEYPOINT_SETS[kp_key], res, pose, betas)
     start = StartParams(pose[:, :3], pose[:, 3:], betas)
-    if "cam" in data:
+    if "cam" in data and lifter is None:  # the file's camera belongs to the file's pose
         transl = cam.transl_from_weak_perspective(torch.as_tensor(data["cam"][idx], dtype=torch.float32, device=dev))
     else:
         transl = place_in_camera(body, start, obs.keypoints, obs.joint_set, cam.f,
@@ -369,6 +419,7 @@ def _fit_rows(fitter, body, data, idx, kp_key, cam, res, provider, method, devic
     s = 2.0 * cam.f / (res * t[:, 2].clamp(min=1e-6))
     return {
         "rows": np.asarray(idx),
+        "pose_init": pose.cpu().numpy().astype(np.float32),
         "pose": r.pose.cpu().numpy().astype(np.float32),
         "shape": r.betas.cpu().numpy().astype(np.float32),
         "transl": t.cpu().numpy().astype(np.float32),
