@@ -2,7 +2,7 @@
 
 ::
 
-    python benchmarks/real_occluded.py [--subset 8] [--placement lower --placement arm_torso
+    python benchmarks/real_occluded.py [--subset 8] [--dev] [--placement lower --placement arm_torso
         --placement squares --placement adv] [--method mediapipe3d --method default --method focal ...]
         [--set key=value ...] [--views 0,1,2,3] [--people front,back] [--out runs/real_occluded.md]
 
@@ -35,6 +35,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--cache", default="runs/real_multiview", help="the multi-view benchmark's cache")
     ap.add_argument("--frames", type=int, default=25, help="frames of the multi-view set (as real_multiview.py)")
     ap.add_argument("--subset", type=int, default=8, help="frames of that set to occlude, spread evenly")
+    ap.add_argument("--dev", action="store_true",
+                    help="a development split for choosing weights: the same number of frames, spread evenly over "
+                         "the set's frames that --subset does NOT pick (report on the --subset frames, tune on --dev)")
     ap.add_argument("--views", default="0,1,2,3")
     ap.add_argument("--people", default="front,back")
     ap.add_argument("--placement", action="append", help="lower, arm_torso, squares, adv (repeat; default all)")
@@ -69,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     rset = build_set(find_demo(args.demo), cache / "data", n_frames=args.frames)
     pick = {rset.frames[int(i)] for i in np.linspace(0, len(rset.frames) - 1, min(args.subset, len(rset.frames)))}
+    if args.dev:
+        rest = [f for f in rset.frames if f not in pick]
+        pick = {rest[int(i)] for i in np.linspace(0, len(rest) - 1, min(args.subset, len(rest)))} if rest else set()
     items = [it for it in rset.items if it.frame in pick and it.view in views and it.person in people]
     print(f"{len(items)} person-views x {len(placements)} placements", file=sys.stderr)
     bank = PhotoBank(max_side=800)
