@@ -421,10 +421,9 @@ class Runner:
         from neuralfit.detect import PersonDetector
 
         self._detector = self._detector or PersonDetector()
-        h, w = image.shape[:2]
-        bw, bh = box[2] - box[0], box[3] - box[1]
-        x0, y0 = int(max(box[0] - 0.1 * bw, 0)), int(max(box[1] - 0.1 * bh, 0))
-        x1, y1 = int(min(box[2] + 0.1 * bw, w)), int(min(box[3] + 0.1 * bh, h))
+        from neuralfit.photo.people import box_region
+
+        x0, y0, x1, y1 = box_region(box, image.shape[:2])
         t = time.perf_counter()
         d = self._detector(np.ascontiguousarray(image[y0:y1, x0:x1]))
         sec = time.perf_counter() - t

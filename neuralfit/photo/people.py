@@ -88,7 +88,7 @@ def box_from_keypoints(kp: np.ndarray, image_hw: tuple[int, int], min_conf: floa
     return np.array([max(x0 - pad, 0), max(y0 - pad, 0), min(x1 + pad, w), min(y1 + pad, h)], dtype=np.float32)
 
 
-def _region(bbox: np.ndarray, image_hw: tuple[int, int]) -> tuple[int, int, int, int]:
+def box_region(bbox: np.ndarray, image_hw: tuple[int, int]) -> tuple[int, int, int, int]:
     """The box padded by 10 % per side, clipped to the photo: where mediapipe looks for the box's person."""
     h, w = image_hw
     bw, bh = bbox[2] - bbox[0], bbox[3] - bbox[1]
@@ -108,7 +108,7 @@ def detect_in_box(detector, image: np.ndarray, bbox: np.ndarray, flip: bool = Fa
     from neuralfit.detect.mediapipe_pose import flip_averaged
 
     h, w = image.shape[:2]
-    x0, y0, x1, y1 = _region(bbox, (h, w))
+    x0, y0, x1, y1 = box_region(bbox, (h, w))
     if x1 - x0 < 8 or y1 - y0 < 8:
         return None
     region = np.ascontiguousarray(image[y0:y1, x0:x1])
@@ -148,7 +148,7 @@ def _flip_in_photo(detector, pic: np.ndarray, d, box: np.ndarray | None = None):
     box = box if box is not None else box_from_keypoints(d.keypoints, pic.shape[:2], BOX_CONFIDENCE)
     if box is None:
         return d
-    x0, y0, x1, y1 = _region(box, pic.shape[:2])
+    x0, y0, x1, y1 = box_region(box, pic.shape[:2])
     if x1 - x0 < 8 or y1 - y0 < 8:
         return d
     off = np.array([x0, y0], np.float32)
