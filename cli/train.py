@@ -63,11 +63,12 @@ def prior(out: str, data: tuple[str, ...], holdout_fraction: float | None, epoch
 
 def _attach_subcommands() -> None:
     # The network trainers live in their own module to keep this one readable.
-    from neuralfit.cli.train_nets import gmm, network, regressor
+    from neuralfit.cli.train_nets import gmm, lifter, network, regressor
 
     train.add_command(network)
     train.add_command(gmm)
     train.add_command(regressor)
+    train.add_command(lifter)
 
 
 _attach_subcommands()

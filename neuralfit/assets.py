@@ -13,7 +13,7 @@ def _find(folder: Path) -> Path | None:
         return None
     if (folder / "default.pt").is_file():
         return folder / "default.pt"
-    pts = sorted(folder.glob("*.pt"))
+    pts = sorted(p for p in folder.glob("*.pt") if p.name != "lifter.pt")
     return pts[0] if len(pts) == 1 else None
 
 
@@ -24,3 +24,9 @@ def default_assets() -> tuple[Path | None, Path | None]:
     ``default.pt`` wins; otherwise the only ``.pt`` there.
     """
     return _find(_NETS_ASSETS), _find(_NEURAL_ASSETS)
+
+
+def default_lifter() -> Path | None:
+    """The shipped keypoint lifter (``neuralfit/nets/assets/lifter.pt``), or None."""
+    path = _NETS_ASSETS / "lifter.pt"
+    return path if path.is_file() else None

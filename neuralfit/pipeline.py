@@ -66,6 +66,8 @@ class FitImageConfig:
             together in its camera (depth order and interpenetration terms, ``neuralfit.fitting.people``).
         flip_test: average each mediapipe detection (2D keypoints and 3D landmarks) with its answer on the
             mirrored person region; one more mediapipe call per person (``detect.mediapipe_pose.flip_averaged``).
+        lift_blend: with ``init="mediapipe3d"``, the share of the keypoint lifter's 3D landmarks in the IK
+            target (0 = mediapipe's alone; ``neuralfit.photo.start.start_people``).
         fit: fitter settings; None = ``FitConfig.photo()``. Keypoint gating is its
             ``min_keypoint_confidence``; its ``second_hypothesis`` is also forced on for people whose
             start cannot tell front from back (the mean-pose start).
@@ -81,6 +83,7 @@ class FitImageConfig:
     batch_size: int = 8
     max_people: int = 4
     flip_test: bool = True
+    lift_blend: float = 0.0
     fit: FitConfig | None = None
     write_overlay: bool = True
 
@@ -134,7 +137,8 @@ class ImageFitter:
 
     def __init__(self, body: Any = "free", prior: str | os.PathLike | None = "default",
                  network: str | os.PathLike | None = None, neural_model: str | os.PathLike | None = None,
-                 config: FitImageConfig | None = None, device: str = "cpu", K: Any = None) -> None:
+                 config: FitImageConfig | None = None, device: str = "cpu", K: Any = None,
+                 lifter: str | os.PathLike | None = None) -> None:
         import torch
 
         from neuralfit.body import load_body_model
@@ -174,6 +178,11 @@ class ImageFitter:
                 raise NeuralfitError(f"neural model {self.neural_model_path} has {self.neural_model.dim}-d features "
                                      f"but network {self.network_path} makes {self.net.config.feature_dim}-d ones")
         self.res = int(self.net.config.input_res) if self.net is not None else int(self.config.res)
+        from neuralfit.assets import default_lifter
+        from neuralfit.nets.lifter import load_lifter
+
+        self.lifter_path = Path(lifter) if lifter is not None else default_lifter()
+        self.lifter = load_lifter(self.lifter_path, device=self.device) if self.lifter_path is not None else None
         base = self.config.fit or FitConfig.photo()
         self.fit_config = method_config(self.method, base) if self.method != "regressor" else None
         self._detector = None
@@ -330,7 +339,8 @@ class ImageFitter:
         pred = steps.network_outputs(self.net, crops, people, self.method, self.config.init)
         timer.lap("network")
         names = [Path(results[p.image_index].source).name for p in people]
-        starts = steps.start_people(self.config.init, crops, people, names, self.body, self.prior, self.net, pred)
+        starts = steps.start_people(self.config.init, crops, people, names, self.body, self.prior, self.net, pred,
+                                    self.lifter, self.config.lift_blend)
         timer.lap("start")
         fitted = steps.fit_all(self.method, crops, starts, pred, self.body, self.neural_model, self.prior,
                                self.fit_config, self.device)
@@ -382,6 +392,7 @@ def fit_image(
     prior: str | os.PathLike | None = "default",
     network: str | os.PathLike | None = None,
     neural_model: str | os.PathLike | None = None,
+    lifter: str | os.PathLike | None = None,
     keypoints: str | os.PathLike | list | None = None,
     bbox: Any = None,
     method: str | None = None,
@@ -403,6 +414,7 @@ def fit_image(
         body: "free" or a path to SMPL files.
         prior: "default", a VPoser path, or None.
         network, neural_model: checkpoint paths; None uses the shipped defaults when present.
+        lifter: a keypoint lifter (``neuralfit train lifter``); None uses the shipped one when present.
         keypoints: an OpenPose BODY-25 / COCO-17 JSON file (applies to every image; COCO files are
             matched by file name), or per image a list of ``neuralfit.detect.PersonKeypoints``.
         bbox: person box(es) in pixels: "x0,y0,x1,y1" or (4,) for every image, or per image a list of
@@ -444,7 +456,7 @@ def fit_image(
             kps[i] = load_keypoints_json(keypoints, image_name=name)
     elif keypoints is not None:
         kps = _per_image(keypoints, len(items), "keypoints")
-    with ImageFitter(body, prior, network, neural_model, cfg, device, K=K) as fitter:
+    with ImageFitter(body, prior, network, neural_model, cfg, device, K=K, lifter=lifter) as fitter:
         results = fitter.fit(items, kps, boxes, progress=progress, out=out)
     return results[0] if single else results
 

@@ -360,13 +360,21 @@ def refine_npz(init_path: str | os.PathLike, images_dir: str | os.PathLike, out_
 
 
 def _load_lifter(path: str | None, body, device: str):
-    """The keypoint lifter network (``path`` or the shipped one); one-line errors when unusable."""
-    from neuralfit.assets import default_assets
+    """The keypoint lifter: ``path`` (a ``neuralfit train lifter`` checkpoint, or a network whose regressor
+    reads keypoints) or the shipped lifter; one-line errors when unusable."""
+    from neuralfit.assets import default_lifter
     from neuralfit.nets.checkpoint import load_network
+    from neuralfit.nets.lifter import is_lifter_checkpoint, load_lifter
 
-    path = path or (str(default_assets()[0]) if default_assets()[0] else None)
-    if path is None or not Path(path).is_file():
-        raise NeuralfitError(f"--init lifter: lifter network not found ({path or 'none shipped'})")
+    if path is None:
+        shipped = default_lifter()
+        if shipped is None:
+            raise NeuralfitError("--init lifter: no keypoint lifter is shipped; pass --lifter CKPT")
+        return load_lifter(shipped, device=device)
+    if not Path(path).is_file():
+        raise NeuralfitError(f"--init lifter: lifter not found ({path})")
+    if is_lifter_checkpoint(path):
+        return load_lifter(path, device=device)
     net = load_network(path, body, device=device)
     if net.config.regressor_input != "keypoints":
         raise NeuralfitError(f"--init lifter: {path} regresses from images, not keypoints")
@@ -374,12 +382,20 @@ def _load_lifter(path: str | None, body, device: str):
 
 
 def _lifted(lifter, body, kp: np.ndarray, joint_set: str, res: int, pose: torch.Tensor,
-            betas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            betas: torch.Tensor, prior=None) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, 72) pose and (B, 10) betas from the lifter on (B, J, 3) crop keypoints at ``res``; rows it
     cannot read (fewer than 6 confident keypoints) keep ``pose`` / ``betas``."""
     from neuralfit.body.keypoints import transfer_keypoints
+    from neuralfit.nets.lifter import KeypointLifter
     from neuralfit.nets.model import regress
 
+    if isinstance(lifter, KeypointLifter):
+        from neuralfit.init.lift import lift_start
+
+        sp, ok = lift_start(lifter, body, kp, joint_set, prior=prior)
+        lifted = torch.cat([sp.global_orient, sp.body_pose], -1).to(pose)
+        ok = ok.to(pose.device)
+        return torch.where(ok[:, None], lifted, pose), torch.where(ok[:, None], sp.betas.to(betas), betas)
     dst = body.keypoint_sets[lifter.config.joint_set]
     t = np.stack([transfer_keypoints(k, body.keypoint_sets[joint_set], dst) for k in kp]).astype(np.float32)
     t[..., :2] *= lifter.config.input_res / res  # the lifter reads its own crop size
@@ -407,7 +423,7 @@ def _fit_rows(fitter, body, data, idx, kp_key, cam, res, provider, method, devic
     elif pred.get("keypoints") is not None:
         obs.keypoints, obs.joint_set = pred["keypoints"].float().to(dev), pred["joint_set"]
     if lifter is not None:
-        pose, betas = _lifted(lifter, body, kp, KEYPOINT_SETS[kp_key], res, pose, betas)
+        pose, betas = _lifted(lifter, body, kp, KEYPOINT_SETS[kp_key], res, pose, betas, fitter.prior)
     start = StartParams(pose[:, :3], pose[:, 3:], betas)
     if "cam" in data and lifter is None:  # the file's camera belongs to the file's pose
         transl = cam.transl_from_weak_perspective(torch.as_tensor(data["cam"][idx], dtype=torch.float32, device=dev))

@@ -5,8 +5,9 @@ Sources (``--init``), each falling back to the next one that has what it needs:
 * ``mediapipe3d`` (default for photos): inverse kinematics of the body's BlazePose-33 keypoints onto
   mediapipe's metric world landmarks (:func:`neuralfit.init.fit_world_landmarks`), weighted by their
   visibility. It knows which way the person faces, so no second hypothesis is needed.
-* ``lifter``: a keypoint regressor network (``regressor_input="keypoints"``) reading the detector's
-  keypoints transferred to its joint set.
+* ``lifter``: the keypoint lifter (:mod:`neuralfit.nets.lifter`, shipped as ``nets/assets/lifter.pt``)
+  lifts the detector's 2D keypoints to metric 3D landmarks, which go through the same IK as mediapipe's;
+  or, with a keypoint regressor network (``regressor_input="keypoints"``) and no lifter, that network.
 * ``network``: the network's regressor on the crop (image features or its own heatmaps).
 * ``FILE.npz``: a user's regressor outputs (SPIN/EFT-style ``imgname``, ``pose``, ``shape``), matched by
   image file name.
@@ -82,8 +83,14 @@ class StartInputs:
     prediction: Any = None
 
 
-def start_people(init: str, inputs: StartInputs, body, prior=None, net=None) -> list[PersonStart]:
-    """Each person's start (see the module docstring for the sources and their fallbacks)."""
+def start_people(init: str, inputs: StartInputs, body, prior=None, net=None, lifter=None,
+                 lift_blend: float = 0.0) -> list[PersonStart]:
+    """Each person's start (see the module docstring for the sources and their fallbacks).
+
+    ``lift_blend`` > 0 (with ``init="mediapipe3d"`` and a lifter): the IK target is mediapipe's landmarks
+    times ``1 - lift_blend`` plus the lifter's landmarks times ``lift_blend``, where the lifter has enough
+    keypoints.
+    """
     P = len(inputs.keypoints)
     raw: list[tuple[StartParams, str, bool] | None] = [None] * P
     if init == "mediapipe3d":
@@ -92,12 +99,16 @@ def start_people(init: str, inputs: StartInputs, body, prior=None, net=None) -> 
             from neuralfit.init import fit_world_landmarks
 
             lm = torch.tensor(np.stack([inputs.world_landmarks[j] for j in rows]), dtype=torch.float32)
+            if lifter is not None and lift_blend > 0:
+                lm = _blend_lifted(lifter, body, inputs, rows, lm, lift_blend)
             dev = body.faces.device
             sp = fit_world_landmarks(body, lm[..., :3].to(dev), lm[..., 3].to(dev), prior=prior)
             for r, j in enumerate(rows):
                 raw[j] = (sp.row(r), "mediapipe3d", True)
     elif init not in INITS:
         _from_file(init, inputs, raw)
+    if lifter is not None and init != "network":
+        _from_keypoint_lifter(lifter, body, inputs, raw, prior)
     if net is not None and getattr(net.config, "regressor_input", "image") == "keypoints" and init != "network":
         _from_lifter(net, body, inputs, raw)
     if net is not None and inputs.prediction is not None:
@@ -144,6 +155,34 @@ def _from_lifter(net, body, inputs: StartInputs, raw: list) -> None:
         for r, j in enumerate(rows):
             raw[j] = (StartParams(smpl["global_orient"][r:r + 1], smpl["body_pose"][r:r + 1],
                                   _betas10(smpl["betas"][r:r + 1])), "lifter", True)
+
+
+def _blend_lifted(lifter, body, inputs: StartInputs, rows: list[int], lm: torch.Tensor, a: float) -> torch.Tensor:
+    from neuralfit.init.lift import lift_landmarks
+
+    out = lm.clone()
+    for r, j in enumerate(rows):
+        if inputs.keypoints[j] is None or inputs.joint_sets[j] not in body.keypoint_sets:
+            continue
+        lifted, ok = lift_landmarks(lifter, body, inputs.keypoints[j][None], inputs.joint_sets[j])
+        if ok[0]:
+            out[r, :, :3] = (1 - a) * lm[r, :, :3] + a * lifted[0]
+    return out
+
+
+def _from_keypoint_lifter(lifter, body, inputs: StartInputs, raw: list, prior) -> None:
+    from neuralfit.init.lift import lift_start
+
+    rows = [j for j, (kp, js) in enumerate(zip(inputs.keypoints, inputs.joint_sets, strict=True))
+            if raw[j] is None and kp is not None and js in body.keypoint_sets]
+    by_set: dict[str, list[int]] = {}
+    for j in rows:
+        by_set.setdefault(inputs.joint_sets[j], []).append(j)
+    for js, idx in by_set.items():
+        sp, ok = lift_start(lifter, body, np.stack([inputs.keypoints[j] for j in idx]), js, prior=prior)
+        for r, j in enumerate(idx):
+            if ok[r]:
+                raw[j] = (sp.row(r), "lifter", True)
 
 
 def _from_file(path: str, inputs: StartInputs, raw: list) -> None:

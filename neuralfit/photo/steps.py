@@ -113,7 +113,7 @@ def network_outputs(net, crops: list[PersonCrop], people: list[Person], method: 
 
 
 def start_people(init: str, crops: list[PersonCrop], people: list[Person], image_names: list[str | None],
-                 body, prior, net, pred) -> list[PersonStart]:
+                 body, prior, net, pred, lifter=None, lift_blend: float = 0.0) -> list[PersonStart]:
     """Each person's start placed in their crop camera (:func:`neuralfit.photo.start.start_people`)."""
     from neuralfit.photo import start
 
@@ -123,7 +123,7 @@ def start_people(init: str, crops: list[PersonCrop], people: list[Person], image
         world_landmarks=[p.world_landmarks for p in people], image_names=image_names,
         focal=np.array([c.focal for c in crops]), principal_point=np.stack([c.principal_point for c in crops]),
         boxes=np.stack([c.box for c in crops]), prediction=pred)
-    return start.start_people(init, inputs, body, prior=prior, net=net)
+    return start.start_people(init, inputs, body, prior=prior, net=net, lifter=lifter, lift_blend=lift_blend)
 
 
 def _keypoints_of(c: PersonCrop, pred, j: int) -> tuple[np.ndarray | None, str | None]:

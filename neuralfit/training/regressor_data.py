@@ -95,8 +95,10 @@ def sample_photo_keypoint_set(body: Any, poses: Any, n: int, res: int, camera: P
     """Draw ``n`` bodies from ``poses`` (a :class:`~neuralfit.priors.mocap.MocapSet`) through photo cameras.
 
     Returns float32 tensors: ``rotmat`` (n, 24, 3, 3) in the crop's virtual camera, ``betas`` (n, 10),
-    ``joints3d`` (n, 24, 4) virtual camera + confidence 1, ``keypoints`` (n, 24, 3) crop pixels + in-photo
-    flag, ``hips_wide`` (n, 2, 2) crop pixels of the two hips pushed outwards by 5 cm, ``face_visible``
+    ``joints3d`` (n, 24, 4) virtual camera + confidence 1, ``landmarks3d`` (n, 33, 3) the body's
+    BlazePose-33 keypoints in the virtual camera with their hip centre at the origin (mediapipe's world
+    landmark frame; what :class:`~neuralfit.nets.lifter.KeypointLifter` predicts), ``keypoints`` (n, 24, 3)
+    crop pixels + in-photo flag, ``hips_wide`` (n, 2, 2) crop pixels of the two hips pushed outwards by 5 cm, ``face_visible``
     (n, 5), ``focal`` (n,) crop focal in pixels.
     """
     from neuralfit.nets.rotations import axis_angle_to_matrix
@@ -113,7 +115,8 @@ def sample_photo_keypoint_set(body: Any, poses: Any, n: int, res: int, camera: P
     limits, shapes = JointLimitPrior(), ShapePrior()
     bp_all = torch.from_numpy(poses.body_pose).float()
     go_all = torch.from_numpy(poses.global_orient).float()
-    keys = ("rotmat", "betas", "joints3d", "keypoints", "hips_wide", "face_visible", "focal")
+    keys = ("rotmat", "betas", "joints3d", "landmarks3d", "keypoints", "hips_wide", "face_visible", "focal")
+    bp_hips = [body.keypoint_sets["blazepose33"].index(k) for k in ("left_hip", "right_hip")]
     outs: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
     for start in range(0, n, chunk):
         m = min(chunk, n - start)
@@ -127,6 +130,8 @@ def sample_photo_keypoint_set(body: Any, poses: Any, n: int, res: int, camera: P
         with torch.no_grad():
             out = body(betas=betas, global_orient=g_world[:, None], body_pose=local, full=False, lowres=False)
             kp = body.keypoints(out, "spin24")[..., :3]
+            lm = body.keypoints(out, "blazepose33")[..., :3]
+        lm = lm - lm[:, bp_hips].mean(1, keepdim=True)
         root = kp[:, hips].mean(1)
         kp = kp - root[:, None]
         # Hips pushed out along the hip line (what a wider-hipped detector reports).
@@ -184,6 +189,7 @@ def sample_photo_keypoint_set(body: Any, poses: Any, n: int, res: int, camera: P
         outs["rotmat"].append(torch.cat([g_cam[:, None], local], 1))
         outs["betas"].append(betas)
         outs["joints3d"].append(torch.cat([pv, torch.ones_like(pv[..., :1])], -1))
+        outs["landmarks3d"].append((r_v @ r_cam @ lm.transpose(1, 2)).transpose(1, 2))
         outs["keypoints"].append(torch.cat([crop, inside[..., None].float()], -1))
         outs["hips_wide"].append(crop_w)
         outs["face_visible"].append(face_vis)

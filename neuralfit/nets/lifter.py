@@ -1,0 +1,151 @@
+"""A 2D-to-3D keypoint lifter: detector keypoints of one person -> metric 3D BlazePose-33 landmarks.
+
+The network is Martinez et al.'s "simple yet effective baseline" (2017): a linear layer, residual blocks
+of two (linear, batch norm, ReLU, dropout) layers, a linear output. It reads the spin24 keypoints a
+detector's joints transfer to (``neuralfit.body.keypoints.transfer_keypoints``; missing ones have
+confidence 0) and predicts the *body's* BlazePose-33 keypoints in metres, in the frame of mediapipe's
+``pose_world_landmarks``: origin at the midpoint of the two hip keypoints, the crop camera's axes (x right,
+y down, z away from the camera). So its output goes through the same inverse kinematics as mediapipe's 3D
+(:func:`neuralfit.init.fit_world_landmarks`) and can be averaged with it.
+
+The input is normalised by the person itself (centre and long side of the box of the keypoints it has),
+so any crop convention, or none, works: pixels of the photo, of a crop, or a keypoint file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+#: Names of the 33 output landmarks (mediapipe's order), used for left/right mirroring.
+_SIDES = ("left_", "right_")
+
+
+@dataclass
+class LifterConfig:
+    """Architecture of :class:`KeypointLifter` (Martinez et al.'s width, depth and dropout).
+
+    ``in_set`` names the body keypoint set the input is transferred to, ``in_names`` / ``out_names`` its
+    and the output's keypoint names (stored so a checkpoint is self-describing)."""
+
+    in_set: str = "spin24"
+    in_names: tuple[str, ...] = ()
+    out_names: tuple[str, ...] = ()
+    hidden: int = 1024
+    blocks: int = 2
+    dropout: float = 0.25
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _mirror_perm(names: tuple[str, ...]) -> list[int]:
+    perm = list(range(len(names)))
+    for i, nm in enumerate(names):
+        for a, b in (_SIDES, _SIDES[::-1]):
+            if nm.startswith(a) and b + nm[len(a):] in names:
+                perm[i] = names.index(b + nm[len(a):])
+    return perm
+
+
+def normalise_keypoints(kp: torch.Tensor) -> torch.Tensor:
+    """(B, J, 3) pixels + confidence -> (B, J, 3): centred on the box of the keypoints with confidence > 0
+    and divided by its long side; missing keypoints are all zero."""
+    ok = kp[..., 2] > 0
+    big = torch.tensor(1e9, dtype=kp.dtype, device=kp.device)
+    lo = torch.where(ok[..., None], kp[..., :2], big).amin(1)
+    hi = torch.where(ok[..., None], kp[..., :2], -big).amax(1)
+    any_ok = ok.any(1, keepdim=True)
+    lo, hi = torch.where(any_ok, lo, torch.zeros_like(lo)), torch.where(any_ok, hi, torch.ones_like(hi))
+    scale = (hi - lo).amax(-1).clamp(min=1e-3)
+    uv = (kp[..., :2] - ((lo + hi) / 2)[:, None]) / scale[:, None, None]
+    uv = torch.where(ok[..., None], uv, torch.zeros_like(uv))
+    return torch.cat([uv, kp[..., 2:3].clamp(0, 1) * ok[..., None]], -1)
+
+
+class _Block(nn.Module):
+    def __init__(self, width: int, dropout: float):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(width, width), nn.BatchNorm1d(width), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(width, width), nn.BatchNorm1d(width), nn.ReLU(inplace=True), nn.Dropout(dropout),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.net(x)
+
+
+class KeypointLifter(nn.Module):
+    """(B, J_in, 3) keypoints (pixels + confidence) -> (B, 33, 3) metric landmarks (module doc)."""
+
+    def __init__(self, config: LifterConfig):
+        super().__init__()
+        if not config.in_names or not config.out_names:
+            raise ValueError("LifterConfig needs in_names and out_names")
+        self.config = config
+        j_in, j_out, w = len(config.in_names), len(config.out_names), config.hidden
+        self.inp = nn.Sequential(nn.Linear(3 * j_in, w), nn.BatchNorm1d(w), nn.ReLU(inplace=True),
+                                 nn.Dropout(config.dropout))
+        self.blocks = nn.Sequential(*[_Block(w, config.dropout) for _ in range(config.blocks)])
+        self.out = nn.Linear(w, 3 * j_out)
+        self.register_buffer("in_mirror", torch.tensor(_mirror_perm(config.in_names)), persistent=False)
+        self.register_buffer("out_mirror", torch.tensor(_mirror_perm(config.out_names)), persistent=False)
+
+    def forward(self, keypoints: torch.Tensor) -> torch.Tensor:
+        x = normalise_keypoints(keypoints).flatten(1)
+        return self.out(self.blocks(self.inp(x))).reshape(len(keypoints), -1, 3)
+
+    @torch.no_grad()
+    def lift(self, keypoints: torch.Tensor, flip: bool = True) -> torch.Tensor:
+        """Evaluation-mode prediction, averaged with the prediction on the mirrored keypoints (sides
+        exchanged, x negated back) when ``flip``: (B, J_in, 3) -> (B, 33, 3)."""
+        was = self.training
+        self.eval()
+        out = self(keypoints)
+        if flip:
+            m = keypoints[:, self.in_mirror].clone()
+            m[..., 0] = -m[..., 0]
+            o = self(m)[:, self.out_mirror]
+            o[..., 0] = -o[..., 0]
+            out = 0.5 * (out + o)
+        self.train(was)
+        return out
+
+
+def save_lifter(model: KeypointLifter, path, info: dict | None = None, half: bool = True) -> None:
+    """Write ``{"config", "state", "info"}`` (float16 weights when ``half``) atomically."""
+    import os
+
+    state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    tmp = f"{path}.tmp"
+    torch.save({"kind": "keypoint_lifter", "config": model.config.to_dict(), "state": state, "info": info or {}}, tmp)
+    os.replace(tmp, path)
+
+
+def is_lifter_checkpoint(path) -> bool:
+    """True when ``path`` holds a :func:`save_lifter` checkpoint (not a network)."""
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - anything unreadable is "not a lifter"; the loader says why
+        return False
+    return isinstance(ck, dict) and ck.get("kind") == "keypoint_lifter"
+
+
+def load_lifter(path, device: str | torch.device = "cpu") -> KeypointLifter:
+    """A :class:`KeypointLifter` from :func:`save_lifter`'s file, in evaluation mode."""
+    from neuralfit.errors import NeuralfitError
+
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, ValueError) as e:
+        raise NeuralfitError(f"cannot read the lifter {path}: {e}") from e
+    if not isinstance(ck, dict) or ck.get("kind") != "keypoint_lifter":
+        raise NeuralfitError(f"{path} is not a keypoint lifter checkpoint (neuralfit train lifter writes one)")
+    cfg = ck["config"]
+    model = KeypointLifter(LifterConfig(**{**cfg, "in_names": tuple(cfg["in_names"]),
+                                           "out_names": tuple(cfg["out_names"])}))
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ck["state"].items()})
+    model.info = ck.get("info", {})
+    return model.to(device).eval()

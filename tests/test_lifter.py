@@ -1,0 +1,158 @@
+"""The 2D-to-3D keypoint lifter: input normalisation, mirror symmetry, checkpoints, training, the start."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from neuralfit.errors import NeuralfitError
+from neuralfit.nets.lifter import KeypointLifter, LifterConfig, load_lifter, normalise_keypoints, save_lifter
+
+
+def _lifter(free_body, hidden: int = 64) -> KeypointLifter:
+    torch.manual_seed(0)
+    return KeypointLifter(LifterConfig("spin24", tuple(free_body.keypoint_sets["spin24"].names),
+                                       tuple(free_body.keypoint_sets["blazepose33"].names), hidden, 1, 0.0)).eval()
+
+
+def _keypoints(n: int = 6, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    kp = torch.cat([torch.rand(n, 24, 2, generator=g) * 150 + 40, 0.2 + 0.8 * torch.rand(n, 24, 1, generator=g)], -1)
+    kp[:, 13:15] = 0.0  # two missing keypoints: all zero, whatever the frame
+    return kp
+
+
+def test_normalisation_ignores_where_and_how_big_the_person_is():
+    """The lifter reads a person-normalised input, so shifting and scaling the pixels (another crop of
+    the same photo, or the photo itself) changes nothing; missing keypoints stay exactly zero."""
+    kp = _keypoints()
+    moved = kp.clone()
+    ok = kp[..., 2] > 0
+    moved[..., :2] = torch.where(ok[..., None], kp[..., :2] * 3.7 + torch.tensor([812.0, -95.0]), kp[..., :2])
+    a, b = normalise_keypoints(kp), normalise_keypoints(moved)
+    assert torch.allclose(a, b, atol=1e-5)
+    assert (a[:, 13:15] == 0).all()
+    assert a[..., :2].abs().max() <= 0.5 + 1e-6  # centred on the box, divided by its long side
+
+
+def test_flip_averaged_lift_is_exactly_mirror_symmetric(free_body):
+    """lift(mirror(x)) = mirror(lift(x)) for any weights: the two passes are averaged with sides exchanged,
+    so a mirrored photo gives the mirrored body (no left/right bias of the training survives)."""
+    model = _lifter(free_body)
+    kp = _keypoints()
+    in_perm, out_perm = model.in_mirror, model.out_mirror
+    mirrored = kp[:, in_perm].clone()
+    mirrored[..., 0] = -mirrored[..., 0]
+    a = model.lift(kp)
+    b = model.lift(mirrored)[:, out_perm]
+    b[..., 0] = -b[..., 0]
+    assert torch.allclose(a, b, atol=1e-5)
+    names = model.config.out_names
+    assert names[int(out_perm[names.index("left_knee")])] == "right_knee"
+    assert not torch.allclose(model.lift(kp, flip=False), a)  # a random net is not symmetric by itself
+
+
+def test_checkpoint_round_trip_and_refusals(free_body, tmp_path):
+    model = _lifter(free_body)
+    path = tmp_path / "lifter.pt"
+    save_lifter(model, path, {"note": "test"})
+    back = load_lifter(path)
+    kp = _keypoints()
+    # float16 weights: relative error ~1e-3 of the output scale
+    assert torch.allclose(back.lift(kp), model.lift(kp), atol=2e-3 * float(model.lift(kp).abs().max()))
+    assert back.info["note"] == "test"
+    torch.save({"something": 1}, tmp_path / "other.pt")
+    with pytest.raises(NeuralfitError, match="not a keypoint lifter"):
+        load_lifter(tmp_path / "other.pt")
+
+
+def test_training_beats_the_mean_pose_on_held_out_clips(free_body):
+    """A short run on a few thousand bodies already beats predicting the mean landmarks for everyone on the
+    held-out clips (a lifter that learned nothing scores the mean's PA-MPJPE)."""
+    from neuralfit.training.lifter import LifterTrainConfig, limb_pa_mpjpe, train_lifter
+    from neuralfit.training.regressor import RegressorConfig, lifter_pose_sets
+    from neuralfit.training.regressor_data import sample_photo_keypoint_set
+
+    train_poses, held_poses = lifter_pose_sets(RegressorConfig())
+    # Small and short: no dropout and a higher rate (at 1e-3 with dropout 300 steps are not enough).
+    cfg = LifterTrainConfig(samples=3000, heldout_samples=300, steps=400, batch_size=128, hidden=128,
+                            dropout=0.0, lr=3e-3, eval_every=400)
+    tr = sample_photo_keypoint_set(free_body, train_poses, cfg.samples, 224, cfg.keypoints.photo, seed=1)
+    he = sample_photo_keypoint_set(free_body, held_poses, cfg.heldout_samples, 224, cfg.keypoints.photo, seed=2)
+    torch.manual_seed(0)
+    model, rows = train_lifter(free_body, tr, he, cfg, log=lambda s: None)
+    names = model.config.out_names
+    mean = tr["landmarks3d"].mean(0, keepdim=True).expand_as(he["landmarks3d"])
+    baseline = float(limb_pa_mpjpe(mean, he["landmarks3d"], names).mean())
+    # measured: 220 mm for the mean, ~143 mm after 400 steps
+    assert rows[-1]["heldout_pa"] < 0.8 * baseline, (rows, baseline)
+
+
+def _exact_keypoints(free_body, n: int = 40):
+    from neuralfit.training.regressor import RegressorConfig, lifter_pose_sets
+    from neuralfit.training.regressor_data import PhotoCameraConfig, sample_photo_keypoint_set
+
+    _, held = lifter_pose_sets(RegressorConfig())
+    cam = PhotoCameraConfig(p_truncation=0.0)
+    data = sample_photo_keypoint_set(free_body, held, n, 224, cam, seed=3, jitter=0.0)
+    return data
+
+
+def test_shipped_lifter_recovers_held_out_poses_from_exact_keypoints(free_body):
+    """The shipped lifter on exact keypoints of held-out mocap clips (clips it never saw) through photo
+    cameras: limb PA-MPJPE well below the mean pose's, and the IK start made from its landmarks agrees
+    with them (the same route as mediapipe's 3D)."""
+    from neuralfit.assets import default_lifter
+    from neuralfit.init.lift import lift_landmarks, lift_start
+    from neuralfit.training.lifter import limb_pa_mpjpe
+
+    path = default_lifter()
+    if path is None:
+        pytest.skip("no shipped lifter")
+    lifter = load_lifter(path)
+    data = _exact_keypoints(free_body)
+    kp = data["keypoints"].numpy()
+    names = lifter.config.out_names
+    lm, ok = lift_landmarks(lifter, free_body, kp, "spin24")
+    assert ok.all()
+    err = float(limb_pa_mpjpe(lm, data["landmarks3d"], names).mean())
+    mean = data["landmarks3d"].mean(0, keepdim=True).expand_as(lm)
+    assert err < 0.6 * float(limb_pa_mpjpe(mean, data["landmarks3d"], names).mean())
+    sp, _ = lift_start(lifter, free_body, kp[:8], "spin24")
+    out = free_body(betas=sp.betas, global_orient=sp.global_orient, body_pose=sp.body_pose, transl=sp.transl)
+    posed = free_body.keypoints(out, "blazepose33")[..., :3]
+    # The IK reproduces the lifter's landmarks to within a few cm (it also keeps the pose plausible).
+    assert float(limb_pa_mpjpe(posed, lm[:8], names).mean()) < 40.0
+
+
+def test_start_people_uses_the_lifter_for_init_lifter_and_as_fallback(free_body):
+    """``init="lifter"`` starts from the lifter; ``mediapipe3d`` without world landmarks falls back to it."""
+    from neuralfit.photo.start import StartInputs, start_people
+
+    lifter = _lifter(free_body)
+    data = _exact_keypoints(free_body, 2)
+    kp = [data["keypoints"][i].numpy() for i in range(2)]
+    inputs = StartInputs(keypoints=kp, joint_sets=["spin24", "spin24"], world_landmarks=[None, None],
+                         image_names=[None, None], focal=np.array([500.0, 500.0]),
+                         principal_point=np.array([[112.0, 112.0]] * 2), boxes=np.array([[20, 20, 200, 200]] * 2))
+    for init in ("lifter", "mediapipe3d"):
+        starts = start_people(init, inputs, free_body, lifter=lifter)
+        assert [s.source for s in starts] == ["lifter", "lifter"]
+        assert all(s.knows_facing for s in starts)
+    assert [s.source for s in start_people("lifter", inputs, free_body)] == ["mean", "mean"]
+
+
+def test_train_lifter_cli_writes_a_loadable_lifter_and_refuses_bad_settings(tmp_path):
+    from neuralfit.cli.main import cli
+
+    out = tmp_path / "l.pt"
+    r = CliRunner().invoke(cli, ["train", "lifter", "--out", str(out), "--samples", "2000", "--steps", "20",
+                                 "--hidden", "32", "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert "held-out limb PA-MPJPE" in r.output
+    assert load_lifter(out).config.hidden == 32
+    assert (tmp_path / "l.json").is_file()
+    r = CliRunner().invoke(cli, ["train", "lifter", "--out", str(tmp_path / "x.pt"), "--steps", "0"])
+    assert r.exit_code != 0 and not (tmp_path / "x.pt").exists()
