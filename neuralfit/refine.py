@@ -382,7 +382,7 @@ def _load_lifter(path: str | None, body, device: str):
 
 
 def _lifted(lifter, body, kp: np.ndarray, joint_set: str, res: int, pose: torch.Tensor,
-            betas: torch.Tensor, prior=None) -> tuple[torch.Tensor, torch.Tensor]:
+            betas: torch.Tensor, prior=None, focal: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, 72) pose and (B, 10) betas from the lifter on (B, J, 3) crop keypoints at ``res``; rows it
     cannot read (fewer than 6 confident keypoints) keep ``pose`` / ``betas``."""
     from neuralfit.body.keypoints import transfer_keypoints
@@ -392,7 +392,7 @@ def _lifted(lifter, body, kp: np.ndarray, joint_set: str, res: int, pose: torch.
     if isinstance(lifter, KeypointLifter):
         from neuralfit.init.lift import lift_start
 
-        sp, ok = lift_start(lifter, body, kp, joint_set, prior=prior)
+        sp, ok = lift_start(lifter, body, kp, joint_set, focal, prior=prior)
         lifted = torch.cat([sp.global_orient, sp.body_pose], -1).to(pose)
         ok = ok.to(pose.device)
         return torch.where(ok[:, None], lifted, pose), torch.where(ok[:, None], sp.betas.to(betas), betas)
@@ -423,6 +423,7 @@ def _fit_rows(fitter, body, data, idx, kp_key, cam, res, provider, method, devic
     elif pred.get("keypoints") is not None:
         obs.keypoints, obs.joint_set = pred["keypoints"].float().to(dev), pred["joint_set"]
     if lifter is not None:
+        # The rows' 5000 px crop camera is a convention, not the photo's lens: the lifter assumes a typical one.
         pose, betas = _lifted(lifter, body, kp, KEYPOINT_SETS[kp_key], res, pose, betas, fitter.prior)
     start = StartParams(pose[:, :3], pose[:, 3:], betas)
     if "cam" in data and lifter is None:  # the file's camera belongs to the file's pose

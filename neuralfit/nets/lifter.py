@@ -9,11 +9,15 @@ y down, z away from the camera). So its output goes through the same inverse kin
 (:func:`neuralfit.init.fit_world_landmarks`) and can be averaged with it.
 
 The input is normalised by the person itself (centre and long side of the box of the keypoints it has),
-so any crop convention, or none, works: pixels of the photo, of a crop, or a keypoint file.
+so any crop convention, or none, works: pixels of the photo, of a crop, or a keypoint file. With
+``use_focal`` it also reads how far away the person is in units of their own size, ``log(focal / box)``
+(focal in the keypoints' pixels): close to a wide lens the 2D layout is foreshortened differently than
+far from a long one, and only this tells the two apart.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -36,6 +40,7 @@ class LifterConfig:
     hidden: int = 1024
     blocks: int = 2
     dropout: float = 0.25
+    use_focal: bool = True
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -48,6 +53,20 @@ def _mirror_perm(names: tuple[str, ...]) -> list[int]:
             if nm.startswith(a) and b + nm[len(a):] in names:
                 perm[i] = names.index(b + nm[len(a):])
     return perm
+
+
+#: Typical ``focal / box`` (a person 2-10 m away fills a box of ~1.2 x their height): the focal feature is
+#: ``log(focal / box) - log(_TYPICAL_FOCAL_RATIO)``, ~0 for an average photo.
+_TYPICAL_FOCAL_RATIO = 3.0
+
+
+def box_scale(kp: torch.Tensor) -> torch.Tensor:
+    """(B,) long side of the box of the keypoints with confidence > 0 (pixels; 1 when there are none)."""
+    ok = kp[..., 2] > 0
+    big = torch.tensor(1e9, dtype=kp.dtype, device=kp.device)
+    lo = torch.where(ok[..., None], kp[..., :2], big).amin(1)
+    hi = torch.where(ok[..., None], kp[..., :2], -big).amax(1)
+    return torch.where(ok.any(1), (hi - lo).amax(-1), torch.ones_like(lo[:, 0])).clamp(min=1e-3)
 
 
 def normalise_keypoints(kp: torch.Tensor) -> torch.Tensor:
@@ -86,28 +105,36 @@ class KeypointLifter(nn.Module):
             raise ValueError("LifterConfig needs in_names and out_names")
         self.config = config
         j_in, j_out, w = len(config.in_names), len(config.out_names), config.hidden
-        self.inp = nn.Sequential(nn.Linear(3 * j_in, w), nn.BatchNorm1d(w), nn.ReLU(inplace=True),
+        self.inp = nn.Sequential(nn.Linear(3 * j_in + int(config.use_focal), w), nn.BatchNorm1d(w), nn.ReLU(inplace=True),
                                  nn.Dropout(config.dropout))
         self.blocks = nn.Sequential(*[_Block(w, config.dropout) for _ in range(config.blocks)])
         self.out = nn.Linear(w, 3 * j_out)
         self.register_buffer("in_mirror", torch.tensor(_mirror_perm(config.in_names)), persistent=False)
         self.register_buffer("out_mirror", torch.tensor(_mirror_perm(config.out_names)), persistent=False)
 
-    def forward(self, keypoints: torch.Tensor) -> torch.Tensor:
+    def forward(self, keypoints: torch.Tensor, focal: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, J_in, 3) keypoints, optional (B,) focal in the same pixels (None: a typical photo's)."""
         x = normalise_keypoints(keypoints).flatten(1)
+        if self.config.use_focal:
+            if focal is None:
+                feat = torch.zeros(len(x), 1, dtype=x.dtype, device=x.device)
+            else:
+                ratio = focal.to(x).reshape(-1) / box_scale(keypoints)
+                feat = (ratio.clamp(min=1e-3).log() - math.log(_TYPICAL_FOCAL_RATIO))[:, None]
+            x = torch.cat([x, feat], 1)
         return self.out(self.blocks(self.inp(x))).reshape(len(keypoints), -1, 3)
 
     @torch.no_grad()
-    def lift(self, keypoints: torch.Tensor, flip: bool = True) -> torch.Tensor:
+    def lift(self, keypoints: torch.Tensor, focal: torch.Tensor | None = None, flip: bool = True) -> torch.Tensor:
         """Evaluation-mode prediction, averaged with the prediction on the mirrored keypoints (sides
         exchanged, x negated back) when ``flip``: (B, J_in, 3) -> (B, 33, 3)."""
         was = self.training
         self.eval()
-        out = self(keypoints)
+        out = self(keypoints, focal)
         if flip:
             m = keypoints[:, self.in_mirror].clone()
             m[..., 0] = -m[..., 0]
-            o = self(m)[:, self.out_mirror]
+            o = self(m, focal)[:, self.out_mirror]
             o[..., 0] = -o[..., 0]
             out = 0.5 * (out + o)
         self.train(was)
@@ -143,7 +170,7 @@ def load_lifter(path, device: str | torch.device = "cpu") -> KeypointLifter:
         raise NeuralfitError(f"cannot read the lifter {path}: {e}") from e
     if not isinstance(ck, dict) or ck.get("kind") != "keypoint_lifter":
         raise NeuralfitError(f"{path} is not a keypoint lifter checkpoint (neuralfit train lifter writes one)")
-    cfg = ck["config"]
+    cfg = {"use_focal": False, **ck["config"]}  # the first lifters read no focal
     model = KeypointLifter(LifterConfig(**{**cfg, "in_names": tuple(cfg["in_names"]),
                                            "out_names": tuple(cfg["out_names"])}))
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ck["state"].items()})

@@ -107,7 +107,7 @@ def start_people(init: str, inputs: StartInputs, body, prior=None, net=None, lif
                 raw[j] = (sp.row(r), "mediapipe3d", True)
     elif init not in INITS:
         _from_file(init, inputs, raw)
-    if lifter is not None and init != "network":
+    if lifter is not None and init == "lifter":
         _from_keypoint_lifter(lifter, body, inputs, raw, prior)
     if net is not None and getattr(net.config, "regressor_input", "image") == "keypoints" and init != "network":
         _from_lifter(net, body, inputs, raw)
@@ -164,7 +164,8 @@ def _blend_lifted(lifter, body, inputs: StartInputs, rows: list[int], lm: torch.
     for r, j in enumerate(rows):
         if inputs.keypoints[j] is None or inputs.joint_sets[j] not in body.keypoint_sets:
             continue
-        lifted, ok = lift_landmarks(lifter, body, inputs.keypoints[j][None], inputs.joint_sets[j])
+        lifted, ok = lift_landmarks(lifter, body, inputs.keypoints[j][None], inputs.joint_sets[j],
+                                    float(inputs.focal[j]))
         if ok[0]:
             out[r, :, :3] = (1 - a) * lm[r, :, :3] + a * lifted[0]
     return out
@@ -179,7 +180,8 @@ def _from_keypoint_lifter(lifter, body, inputs: StartInputs, raw: list, prior) -
     for j in rows:
         by_set.setdefault(inputs.joint_sets[j], []).append(j)
     for js, idx in by_set.items():
-        sp, ok = lift_start(lifter, body, np.stack([inputs.keypoints[j] for j in idx]), js, prior=prior)
+        sp, ok = lift_start(lifter, body, np.stack([inputs.keypoints[j] for j in idx]), js,
+                            np.asarray(inputs.focal)[idx], prior=prior)
         for r, j in enumerate(idx):
             if ok[r]:
                 raw[j] = (sp.row(r), "lifter", True)

@@ -19,6 +19,12 @@ from typing import Any
 import torch
 
 from neuralfit.training.regressor import RegressorConfig
+from neuralfit.training.regressor_data import PhotoCameraConfig
+
+#: Proportion ranges of the training bodies (``PhotoCameraConfig``): BlazePose's keypoints, triangulated on
+#: the real multi-view benchmark, have shins ~0.70, thighs ~0.69 and shoulders ~0.67 of the shoulder-hip
+#: length against the free body's 0.94 / 0.82 / 0.76 (docs/network.md); the ranges cover both.
+LIMB_SCALES = {"leg_scale": (0.72, 1.05), "arm_scale": (0.85, 1.05), "shoulder_scale": (0.82, 1.02)}
 
 #: The 12 limb keypoints of the real benchmark (shoulders, elbows, wrists, hips, knees, ankles).
 LIMBS = ("left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
@@ -32,7 +38,7 @@ class LifterTrainConfig:
     Attributes:
         samples / heldout_samples: bodies drawn once from the training / held-out clips.
         steps, batch_size, lr, lr_final: Adam, learning rate decayed exponentially from ``lr`` to ``lr_final``.
-        hidden / blocks / dropout: :class:`~neuralfit.nets.lifter.LifterConfig`.
+        hidden / blocks / dropout / use_focal: :class:`~neuralfit.nets.lifter.LifterConfig`.
         keypoints: the detector corruption (:class:`~.regressor.RegressorConfig`'s noise, occlusion,
             drop and outlier fields; ``photo`` holds cameras, joint-set mix and swaps).
         eval_every: held-out PA-MPJPE (12 limb keypoints) every this many steps; the best is kept.
@@ -47,9 +53,11 @@ class LifterTrainConfig:
     hidden: int = 1024
     blocks: int = 2
     dropout: float = 0.25
+    use_focal: bool = True
     eval_every: int = 1000
     seed: int = 0
-    keypoints: RegressorConfig = field(default_factory=lambda: replace(RegressorConfig(), p_coco_only=0.0))
+    keypoints: RegressorConfig = field(default_factory=lambda: replace(
+        RegressorConfig(), p_coco_only=0.0, photo=PhotoCameraConfig(**LIMB_SCALES)))
 
 
 def limb_pa_mpjpe(pred: torch.Tensor, target: torch.Tensor, names: tuple[str, ...]) -> torch.Tensor:
@@ -71,7 +79,8 @@ def train_lifter(body: Any, train_set: dict[str, torch.Tensor], held_set: dict[s
     in_names = tuple(body.keypoint_sets["spin24"].names)
     out_names = tuple(body.keypoint_sets["blazepose33"].names)
     valid = body.keypoint_sets["blazepose33"].valid.float()
-    model = KeypointLifter(LifterConfig("spin24", in_names, out_names, cfg.hidden, cfg.blocks, cfg.dropout))
+    model = KeypointLifter(LifterConfig("spin24", in_names, out_names, cfg.hidden, cfg.blocks, cfg.dropout,
+                                        cfg.use_focal))
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     gamma = (cfg.lr_final / cfg.lr) ** (1.0 / max(1, cfg.steps))
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma)
@@ -85,7 +94,7 @@ def train_lifter(body: Any, train_set: dict[str, torch.Tensor], held_set: dict[s
     for step in range(1, cfg.steps + 1):
         idx = torch.randint(0, n, (cfg.batch_size,), generator=gen)
         inp = detector_keypoints(train_set, idx, list(in_names), 224, cfg.keypoints, cfg.keypoints.photo, gen)
-        pred = model(inp)
+        pred = model(inp, train_set["focal"][idx])
         err = (pred - train_set["landmarks3d"][idx]).abs().sum(-1)
         loss = (err * valid).sum(-1).mean() / valid.sum()
         opt.zero_grad(set_to_none=True)
@@ -96,7 +105,7 @@ def train_lifter(body: Any, train_set: dict[str, torch.Tensor], held_set: dict[s
         if step % cfg.eval_every == 0 or step == cfg.steps:
             model.eval()
             with torch.no_grad():
-                pa = float(limb_pa_mpjpe(model(held_in), held_set["landmarks3d"], out_names).mean())
+                pa = float(limb_pa_mpjpe(model(held_in, held_set["focal"]), held_set["landmarks3d"], out_names).mean())
             model.train()
             rows.append({"step": step, "loss": run, "heldout_pa": pa, "seconds": time.time() - t0})
             log(f"step {step}: loss {run * 1000:.1f} mm, held-out limb PA-MPJPE {pa:.1f} mm, {time.time() - t0:.0f} s")

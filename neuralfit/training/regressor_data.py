@@ -45,7 +45,12 @@ _WIDE_PROBE_M = 0.05  # hips are also projected pushed out by this much; detecto
 
 @dataclass
 class PhotoCameraConfig:
-    """Photo camera and crop distribution of :func:`sample_photo_keypoint_set`; see the module doc."""
+    """Photo camera and crop distribution of :func:`sample_photo_keypoint_set`; see the module doc.
+
+    ``leg_scale`` / ``arm_scale`` / ``shoulder_scale``: per-sample uniform ranges that stretch the keypoints'
+    limb chains and shoulder width (:func:`scale_limbs`), for proportions (and detectors' keypoint
+    definitions) that the shape space does not cover; (1, 1) = off.
+    """
 
     focal_diag: tuple[float, float] = (0.6, 1.6)
     elevation_deg: tuple[float, float] = (-10.0, 40.0)
@@ -60,6 +65,9 @@ class PhotoCameraConfig:
     format_probs: tuple[float, ...] = (0.35, 0.3, 0.2, 0.15)
     p_swap_all: float = 0.03
     p_swap_pair: float = 0.06
+    leg_scale: tuple[float, float] = (1.0, 1.0)
+    arm_scale: tuple[float, float] = (1.0, 1.0)
+    shoulder_scale: tuple[float, float] = (1.0, 1.0)
 
 
 def _unit(v: torch.Tensor) -> torch.Tensor:
@@ -88,6 +96,38 @@ def _camera_rotation(forward: torch.Tensor, roll: torch.Tensor) -> torch.Tensor:
     o, zero = torch.ones_like(c), torch.zeros_like(c)
     rz = torch.stack([c, -s, zero, s, c, zero, zero, zero, o], -1).reshape(-1, 3, 3)
     return rz @ r
+
+
+_ARM = ("shoulder", "elbow", "wrist")
+_LEG = ("hip", "knee", "ankle")
+_ATTACHED = {"wrist": ("pinky", "index", "thumb"), "ankle": ("heel", "foot_index")}
+
+
+def scale_limbs(points: torch.Tensor, names: list[str], leg: torch.Tensor, arm: torch.Tensor,
+                shoulder: torch.Tensor) -> torch.Tensor:
+    """(m, J, 3) keypoints with each limb segment (hip-knee-ankle, shoulder-elbow-wrist) scaled by ``leg`` /
+    ``arm`` (m,) and the shoulders moved from their midpoint by ``shoulder`` (m,); the arm follows its
+    shoulder, hands and feet keypoints keep their offsets from the wrist / ankle. Keypoints of other names
+    are unchanged."""
+    old, new = points, points.clone()
+    ix = {n: i for i, n in enumerate(names)}
+    sh = [ix.get(f"{s}_shoulder") for s in ("left", "right")]
+    if None not in sh:
+        centre = old[:, sh].mean(1)
+        for i in sh:
+            new[:, i] = centre + shoulder[:, None] * (old[:, i] - centre)
+    for side in ("left_", "right_"):
+        for chain, f in ((_ARM, arm), (_LEG, leg)):
+            ids = [ix.get(side + j) for j in chain]
+            if None in ids:
+                continue
+            for a, b in zip(ids[:-1], ids[1:], strict=True):
+                new[:, b] = new[:, a] + f[:, None] * (old[:, b] - old[:, a])
+            end = ids[-1]
+            for k in _ATTACHED.get(chain[-1], ()):
+                if side + k in ix:
+                    new[:, ix[side + k]] = new[:, end] + old[:, ix[side + k]] - old[:, end]
+    return new
 
 
 def sample_photo_keypoint_set(body: Any, poses: Any, n: int, res: int, camera: PhotoCameraConfig | None = None,
@@ -131,6 +171,11 @@ def sample_photo_keypoint_set(body: Any, poses: Any, n: int, res: int, camera: P
             out = body(betas=betas, global_orient=g_world[:, None], body_pose=local, full=False, lowres=False)
             kp = body.keypoints(out, "spin24")[..., :3]
             lm = body.keypoints(out, "blazepose33")[..., :3]
+        if (cam.leg_scale, cam.arm_scale, cam.shoulder_scale) != ((1.0, 1.0),) * 3:
+            f = [lo + (hi - lo) * torch.rand(m, generator=gen) for lo, hi in (cam.leg_scale, cam.arm_scale,
+                                                                               cam.shoulder_scale)]
+            kp = scale_limbs(kp, names, *f)
+            lm = scale_limbs(lm, list(body.keypoint_sets["blazepose33"].names), *f)
         lm = lm - lm[:, bp_hips].mean(1, keepdim=True)
         root = kp[:, hips].mean(1)
         kp = kp - root[:, None]
