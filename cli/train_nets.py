@@ -261,11 +261,12 @@ def regressor(network_path: str, out: str, data: tuple[str, ...], max_images: in
 @click.option("--holdout-fraction", default=0.1, show_default=True,
               help="Share of clips held out (same split as `train prior`); scored during training.")
 @click.option("--body", "body_spec", default="free", show_default=True)
-@click.option("--samples", default=400_000, show_default=True, help="Bodies x photo cameras drawn once.")
-@click.option("--steps", default=20_000, show_default=True)
-@click.option("--batch-size", default=256, show_default=True)
-@click.option("--lr", default=1e-3, show_default=True, help="Adam learning rate (exponential decay to 2e-5).")
-@click.option("--hidden", default=512, show_default=True, help="Width of the residual MLP.")
+# Defaults (None) are LifterTrainConfig's: each setting is defined once, and torch stays unimported here.
+@click.option("--samples", type=int, default=None, help="Bodies x photo cameras drawn once [400000].")
+@click.option("--steps", type=int, default=None, help="Adam steps [4000, the shipped lifter].")
+@click.option("--batch-size", type=int, default=None, help="[256]")
+@click.option("--lr", type=float, default=None, help="Adam learning rate, decayed exponentially [1e-3].")
+@click.option("--hidden", type=int, default=None, help="Width of the residual MLP [512].")
 @click.option("--seed", default=0, show_default=True)
 @threads_option(default=1, help="CPU threads for torch (>= 1).")
 @quiet_option
@@ -278,7 +279,8 @@ def lifter(out: str, poses: tuple[str, ...], holdout_fraction: float, body_spec:
     landmarks in mediapipe's world frame. See docs/network.md.
     """
     for name, v in (("--steps", steps), ("--samples", samples), ("--batch-size", batch_size), ("--hidden", hidden)):
-        check_positive_int(name, v)
+        if v is not None:
+            check_positive_int(name, v)
     if not 0 < holdout_fraction < 1:
         raise click.UsageError(f"--holdout-fraction must be in (0, 1), got {holdout_fraction}")
     with torch_threads(threads):
@@ -298,9 +300,10 @@ def _train_lifter(out: str, poses: tuple[str, ...], holdout_fraction: float, bod
 
     t0 = time.time()
     body = load_body_model(body_spec)
-    cfg = LifterTrainConfig(samples=samples, steps=steps, batch_size=batch_size, lr=lr, hidden=hidden, seed=seed)
+    given = {"samples": samples, "steps": steps, "batch_size": batch_size, "lr": lr, "hidden": hidden}
+    cfg = LifterTrainConfig(seed=seed, **{k: v for k, v in given.items() if v is not None})
     train_poses, held_poses = lifter_pose_sets(RegressorConfig(poses=tuple(poses), holdout_fraction=holdout_fraction))
-    train_set = sample_photo_keypoint_set(body, train_poses, samples, 224, cfg.keypoints.photo, seed=seed + 1)
+    train_set = sample_photo_keypoint_set(body, train_poses, cfg.samples, 224, cfg.keypoints.photo, seed=seed + 1)
     held_set = sample_photo_keypoint_set(body, held_poses, cfg.heldout_samples, 224, cfg.keypoints.photo, seed=9001)
     model, rows = train_lifter(body, train_set, held_set, cfg, log=(lambda s: None) if quiet else click.echo)
     best = min(r["heldout_pa"] for r in rows)
@@ -309,4 +312,4 @@ def _train_lifter(out: str, poses: tuple[str, ...], holdout_fraction: float, bod
             "seconds": round(time.time() - t0), "credit": "CMU data: mocap.cs.cmu.edu (NSF EIA-0196217)"}
     save_lifter(model, out, info)
     save_json(Path(out).with_suffix(".json"), {"info": info, "log": rows})
-    click.echo(f"wrote {out}: held-out limb PA-MPJPE {best:.1f} mm after {steps} steps ({info['seconds']} s)")
+    click.echo(f"wrote {out}: held-out limb PA-MPJPE {best:.1f} mm after {cfg.steps} steps ({info['seconds']} s)")
