@@ -67,7 +67,9 @@ class FitImageConfig:
         flip_test: average each mediapipe detection (2D keypoints and 3D landmarks) with its answer on the
             mirrored person region; one more mediapipe call per person (``detect.mediapipe_pose.flip_averaged``).
         lift_blend: with ``init="mediapipe3d"``, the share of the keypoint lifter's 3D landmarks in the IK
-            target (0 = mediapipe's alone; ``neuralfit.photo.start.start_people``).
+            target (0 = mediapipe's alone; ``neuralfit.photo.start.start_people``). 0.3, chosen on the real
+            multi-view benchmark (docs/real_benchmark.md): PA-MPJPE 61.9 -> 61.1 mm (front) and 103.0 -> 101.3
+            (back) against 0; the two 3D guesses err differently (the lifter is better at the hips).
         fit: fitter settings; None = ``FitConfig.photo()``. Keypoint gating is its
             ``min_keypoint_confidence``; its ``second_hypothesis`` is also forced on for people whose
             start cannot tell front from back (the mean-pose start).
@@ -83,7 +85,7 @@ class FitImageConfig:
     batch_size: int = 8
     max_people: int = 4
     flip_test: bool = True
-    lift_blend: float = 0.0
+    lift_blend: float = 0.3
     fit: FitConfig | None = None
     write_overlay: bool = True
 

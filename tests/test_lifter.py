@@ -157,6 +157,41 @@ def test_start_people_uses_the_lifter_for_init_lifter_and_as_fallback(free_body)
     assert [s.source for s in start_people("lifter", inputs, free_body)] == ["mean", "mean"]
 
 
+def test_lift_blend_mixes_the_lifters_landmarks_into_the_mediapipe3d_target(free_body, monkeypatch):
+    """``lift_blend`` a: the IK target is (1 - a) mediapipe + a lifter where the person has keypoints, and
+    mediapipe's alone where not; confidences stay mediapipe's; a = 0 leaves mediapipe's target untouched."""
+    import neuralfit.init as init_pkg
+    from neuralfit.init.lift import lift_landmarks
+    from neuralfit.photo.start import StartInputs, start_people
+
+    lifter = _lifter(free_body)
+    data = _exact_keypoints(free_body, 2)
+    kp = data["keypoints"][0].numpy()
+    world = np.concatenate([data["landmarks3d"][1].numpy(), np.full((33, 1), 0.9, np.float32)], 1)
+    seen = []
+
+    def spy(body, lm, conf, prior=None, config=None):
+        seen.append((lm.clone(), conf.clone()))
+        return real(body, lm, conf, prior=prior, config=config)
+
+    real = init_pkg.fit_world_landmarks
+    monkeypatch.setattr(init_pkg, "fit_world_landmarks", spy)
+    inputs = StartInputs(keypoints=[kp, None], joint_sets=["spin24", None], world_landmarks=[world, world],
+                         image_names=[None, None], focal=np.array([500.0, 500.0]),
+                         principal_point=np.array([[112.0, 112.0]] * 2), boxes=np.array([[20, 20, 200, 200]] * 2))
+    lifted, ok = lift_landmarks(lifter, free_body, kp[None], "spin24", 500.0)
+    assert ok[0]
+    starts = start_people("mediapipe3d", inputs, free_body, lifter=lifter, lift_blend=0.3)
+    assert [s.source for s in starts] == ["mediapipe3d", "mediapipe3d"]
+    lm, conf = seen[-1]
+    w = torch.as_tensor(world[:, :3])
+    torch.testing.assert_close(lm[0], 0.7 * w + 0.3 * lifted[0], atol=1e-6, rtol=0)
+    torch.testing.assert_close(lm[1], w)  # no keypoints: mediapipe's landmarks as they are
+    torch.testing.assert_close(conf, torch.full((2, 33), 0.9))
+    start_people("mediapipe3d", inputs, free_body, lifter=lifter, lift_blend=0.0)
+    torch.testing.assert_close(seen[-1][0][0], w)
+
+
 def test_train_lifter_cli_writes_a_loadable_lifter_and_refuses_bad_settings(tmp_path):
     from neuralfit.cli.main import cli
 

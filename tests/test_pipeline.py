@@ -545,7 +545,7 @@ def test_mediapipe3d_start_wires_the_world_landmarks_into_the_fit(free_body, syn
 
     monkeypatch.setattr(pl.ImageFitter, "_get_detector", lambda self: FakeDetector())
     r = fit_image(img, body=free_body, method="keypoints", focal=F,
-                  config=FitImageConfig(fit=_few_iters(s1=20, s2=30), write_overlay=False))
+                  config=FitImageConfig(fit=_few_iters(s1=20, s2=30), write_overlay=False, lift_blend=0.0))
     p = r.people[0]
     assert p.start == "mediapipe3d" and p.hypothesis == 0
     err = np.linalg.norm((p.joints3d - p.joints3d[0]) - (truth - truth[0]), axis=1)
