@@ -105,6 +105,8 @@ class FitImageConfig:
             raise NeuralfitError(f"batch_size must be >= 1, got {self.batch_size}")
         if not isinstance(self.max_people, int) or self.max_people < 1:
             raise NeuralfitError(f"max_people must be an integer >= 1, got {self.max_people!r}")
+        if not 0.0 <= self.lift_blend <= 1.0:
+            raise NeuralfitError(f"lift_blend must be in [0, 1], got {self.lift_blend}")
 
 
 def _choose_method(method: str | None, net_path: Path | None, nm_path: Path | None,
@@ -226,6 +228,7 @@ class ImageFitter:
             nm_info = {"path": str(self.neural_model_path), **self.neural_model.metadata()}
         assets = {"neuralfit": __version__, "body": {"spec": self.body_spec, "name": getattr(self.body, "name", "")},
                   "pose_prior": self.prior_name, "network": net_info, "neural_model": nm_info,
+                  "lifter": str(self.lifter_path) if self.lifter is not None else None,
                   "detector": "mediapipe BlazePose (model_complexity=1)"}
         return RunInfo(settings, assets)
 

@@ -192,6 +192,14 @@ def test_lift_blend_mixes_the_lifters_landmarks_into_the_mediapipe3d_target(free
     torch.testing.assert_close(seen[-1][0][0], w)
 
 
+@pytest.mark.parametrize("value", [-0.1, 1.5, float("nan")])
+def test_lift_blend_outside_zero_one_is_refused(value):
+    from neuralfit.pipeline import FitImageConfig
+
+    with pytest.raises(NeuralfitError, match="lift_blend"):
+        FitImageConfig(lift_blend=value)
+
+
 def test_train_lifter_cli_writes_a_loadable_lifter_and_refuses_bad_settings(tmp_path):
     from neuralfit.cli.main import cli
 

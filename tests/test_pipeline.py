@@ -163,6 +163,8 @@ def test_keypoints_method_fits_user_keypoints_and_writes_outputs(free_body, synt
     assert info["settings"]["fit"]["keypoints_only"] is True
     assert set(info["timings_s"]) >= {"detect", "fit", "render"}
     assert info["assets"]["body"]["name"]
+    assert info["settings"]["image"]["lift_blend"] == FitImageConfig().lift_blend
+    assert info["assets"]["lifter"] is None or info["assets"]["lifter"].endswith(".pt")
     assert info["camera"]["source"] and np.allclose(info["camera"]["K"], d["K"])
     assert not [x for x in (tmp_path / "out").iterdir() if x.name.startswith(".")]  # no temp folders left
 
