@@ -61,6 +61,11 @@ EXIT_SOME_FAILED = 3
               help="Where fits start: IK to mediapipe's 3D landmarks, the keypoint lifter, the network's "
                    "regressor, or a SPIN/EFT-style .npz of your regressor's outputs (matched by image name). "
                    "Falls back to the next available start per person (fit.json says which ran).")
+@click.option("--lifter", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Keypoint lifter checkpoint (`neuralfit train lifter`; default: the shipped one).")
+@click.option("--lift-blend", type=float, default=None, metavar="A",
+              help="Share of the lifter's 3D landmarks in the mediapipe3d start, in [0, 1] (0 = mediapipe's "
+                   "alone; default: FitImageConfig.lift_blend, docs/init.md).")
 @click.option("--focal", type=float, default=None,
               help="The photos' focal length in pixels (default: EXIF, else the image diagonal).")
 @click.option("--fov", type=float, default=None, help="The photos' horizontal field of view in degrees (instead of --focal).")
@@ -75,7 +80,8 @@ EXIT_SOME_FAILED = 3
 @quiet_option
 def fit(images: tuple[Path, ...], out: Path, body_spec: str, prior: str, network: Path | None,
         neural_model: Path | None, keypoints: Path | None, bbox: str | None, boxes_file: Path | None,
-        max_people: int | None, device: str, method: str | None, init: str, focal: float | None,
+        max_people: int | None, device: str, method: str | None, init: str, lifter: Path | None,
+        lift_blend: float | None, focal: float | None,
         fov: float | None, settings: tuple[str, ...], batch_size: int, threads: int,
         no_overlay: bool, overwrite: bool, quiet: bool) -> None:
     """Fit SMPL-format bodies to the people in IMAGE(s), in each photo's own camera.
@@ -90,15 +96,19 @@ def fit(images: tuple[Path, ...], out: Path, body_spec: str, prior: str, network
         raise NeuralfitError("--bbox and --boxes cannot be used together; put the box in the --boxes file instead")
     # Only when given: None means the library's default, which is FitImageConfig's to decide.
     extra = {} if max_people is None else {"max_people": max_people}
+    if lift_blend is not None:
+        extra["lift_blend"] = lift_blend
+    if lifter is not None and not lifter.is_file():
+        raise NeuralfitError(f"--lifter {lifter}: no such file")
     cfg = FitImageConfig(method=method, init=init, focal=focal, fov=fov, batch_size=batch_size,
                          write_overlay=not no_overlay, fit=FitConfig.photo().with_settings(settings), **extra)
     with torch_threads(threads):
         _run(images, out, body_spec, prior, network, neural_model, keypoints, bbox, boxes_file, device, cfg,
-             overwrite, quiet)
+             overwrite, quiet, lifter)
 
 
 def _run(images, out, body_spec, prior, network, neural_model, keypoints, bbox, boxes_file, device, cfg,
-         overwrite, quiet) -> None:
+         overwrite, quiet, lifter=None) -> None:
     from neuralfit.pipeline import ImageFitter, parse_bbox
 
     log = logging.getLogger("neuralfit.fit")
@@ -126,7 +136,7 @@ def _run(images, out, body_spec, prior, network, neural_model, keypoints, bbox, 
     # loading assets leaves nothing behind).
     check_out_dir(out, overwrite=overwrite, marker_files=[f"{Path(p).stem}/fit.json" for p in images])
     with ImageFitter(body_spec, None if prior.lower() == "none" else prior, network, neural_model, cfg,
-                     device) as fitter:
+                     device, lifter=lifter) as fitter:
         log.info("method: %s (%s)", fitter.method, fitter.method_reason)
         results = fitter.fit(list(images), kps, bboxes, progress=not quiet, out=out)
     ok = sum(r.ok for r in results)

@@ -200,6 +200,25 @@ def test_lift_blend_outside_zero_one_is_refused(value):
         FitImageConfig(lift_blend=value)
 
 
+def test_fit_cli_refuses_a_bad_lift_blend_or_lifter_in_one_line_writing_nothing(tmp_path, capsys, monkeypatch):
+    """``neuralfit fit --lift-blend 2`` / ``--lifter`` pointing at a missing or non-lifter file: one
+    ``error:`` line, exit 1, no output folder (checked before any photo is read)."""
+    from test_boxes import one_line, run_cli
+
+    img = tmp_path / "p.png"
+    img.write_bytes(b"not read")
+    junk = tmp_path / "junk.pt"
+    junk.write_text("not a checkpoint")
+    out = tmp_path / "out"
+    for extra, msg in ((["--lift-blend", "2"], "lift_blend must be in [0, 1]"),
+                       (["--lifter", tmp_path / "none.pt"], "no such file"),
+                       (["--lifter", junk], "cannot read the lifter")):
+        code, err = run_cli(["fit", img, "--out", out, *extra], capsys, monkeypatch)
+        assert code == 1, (extra, err)
+        assert msg in one_line(err, "error"), (extra, err)
+        assert not out.exists()
+
+
 def test_train_lifter_cli_writes_a_loadable_lifter_and_refuses_bad_settings(tmp_path):
     from neuralfit.cli.main import cli
 

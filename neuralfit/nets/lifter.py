@@ -166,9 +166,11 @@ def load_lifter(path, device: str | torch.device = "cpu") -> KeypointLifter:
 
     try:
         ck = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError) as e:
-        raise NeuralfitError(f"cannot read the lifter {path}: {e}") from e
-    if not isinstance(ck, dict) or ck.get("kind") != "keypoint_lifter":
+    except Exception as e:  # noqa: BLE001 - torch's messages span many lines; the type is enough for one
+        raise NeuralfitError(f"cannot read the lifter {path}: expected a `neuralfit train lifter` file "
+                             f"({type(e).__name__})") from e
+    if not isinstance(ck, dict) or ck.get("kind") != "keypoint_lifter" or not isinstance(ck.get("config"), dict) \
+            or not isinstance(ck.get("state"), dict):
         raise NeuralfitError(f"{path} is not a keypoint lifter checkpoint (neuralfit train lifter writes one)")
     cfg = {"use_focal": False, **ck["config"]}  # the first lifters read no focal
     model = KeypointLifter(LifterConfig(**{**cfg, "in_names": tuple(cfg["in_names"]),
