@@ -135,8 +135,9 @@ def _run(images, out, body_spec, prior, network, neural_model, keypoints, bbox, 
     # Checked, not created: the folder appears only once a photo is written (a run that fails while
     # loading assets leaves nothing behind).
     check_out_dir(out, overwrite=overwrite, marker_files=[f"{Path(p).stem}/fit.json" for p in images])
+    extra = {} if lifter is None else {"lifter": lifter}  # None: the library's (the shipped lifter)
     with ImageFitter(body_spec, None if prior.lower() == "none" else prior, network, neural_model, cfg,
-                     device, lifter=lifter) as fitter:
+                     device, **extra) as fitter:
         log.info("method: %s (%s)", fitter.method, fitter.method_reason)
         results = fitter.fit(list(images), kps, bboxes, progress=not quiet, out=out)
     ok = sum(r.ok for r in results)

@@ -166,8 +166,9 @@ class FakeFitter:
 
     calls: list[dict] = []
 
-    def __init__(self, body_spec, prior, network, neural_model, config, device) -> None:
+    def __init__(self, body_spec, prior, network, neural_model, config, device, **kwargs) -> None:
         self.config, self.method, self.method_reason = config, "keypoints", "test"
+        self.kwargs = kwargs
 
     def __enter__(self) -> FakeFitter:
         return self
@@ -176,7 +177,7 @@ class FakeFitter:
         return None
 
     def fit(self, images, keypoints, bboxes, progress=False, out=None):
-        FakeFitter.calls.append({"images": images, "bboxes": bboxes, "config": self.config})
+        FakeFitter.calls.append({"images": images, "bboxes": bboxes, "config": self.config, "kwargs": self.kwargs})
         return [SimpleNamespace(ok=True) for _ in images]
 
 
@@ -264,6 +265,22 @@ def test_cli_max_people_reaches_the_config(tmp_path: Path, photos, capsys, monke
                         monkeypatch)
     assert code == 0, err
     assert fake_fitter.calls[0]["config"].max_people == 2
+
+
+def test_cli_lifter_and_lift_blend_reach_the_fitter(tmp_path: Path, photos, capsys, monkeypatch, fake_fitter):
+    lifter = tmp_path / "my_lifter.pt"
+    lifter.write_bytes(b"read by the fitter, not here")
+    code, err = run_cli(["fit", *photos, "--out", tmp_path / "out", "--lifter", lifter, "--lift-blend", "0", "-q"],
+                        capsys, monkeypatch)
+    assert code == 0, err
+    assert fake_fitter.calls[0]["config"].lift_blend == 0.0
+    assert fake_fitter.calls[0]["kwargs"] == {"lifter": lifter}
+    code, err = run_cli(["fit", *photos, "--out", tmp_path / "out2", "-q"], capsys, monkeypatch)
+    assert code == 0, err
+    from neuralfit.pipeline import FitImageConfig
+
+    assert fake_fitter.calls[1]["config"].lift_blend == FitImageConfig().lift_blend
+    assert fake_fitter.calls[1]["kwargs"] == {}
 
 
 # ---------------------------------------------------------------------------------------------- end to end
