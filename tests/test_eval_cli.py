@@ -99,5 +99,7 @@ def test_sweep_on_an_image_with_an_untrained_network(tiny_set, tmp_path):
                      "--stride", "80"])
     assert r.exit_code == 0, r.output
     summary = json.loads((tmp_path / "s" / "sweep.json").read_text())
-    assert summary["positions"] == 4 and summary["baseline_mpjpe_mm"] == pytest.approx(0.0, abs=1e-6)
+    # Zero up to float32 round-off: joints ~1 m from the camera carry ~1e-7 m (1e-4 mm) of it when the clean
+    # crop is run again in another batch.
+    assert summary["positions"] == 4 and summary["baseline_mpjpe_mm"] == pytest.approx(0.0, abs=1e-3)
     assert (tmp_path / "s" / "sensitivity_mesh.ply").stat().st_size > 0
