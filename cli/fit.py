@@ -98,8 +98,6 @@ def fit(images: tuple[Path, ...], out: Path, body_spec: str, prior: str, network
     extra = {} if max_people is None else {"max_people": max_people}
     if lift_blend is not None:
         extra["lift_blend"] = lift_blend
-    if lifter is not None and not lifter.is_file():
-        raise NeuralfitError(f"--lifter {lifter}: no such file")
     cfg = FitImageConfig(method=method, init=init, focal=focal, fov=fov, batch_size=batch_size,
                          write_overlay=not no_overlay, fit=FitConfig.photo().with_settings(settings), **extra)
     with torch_threads(threads):

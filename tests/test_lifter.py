@@ -211,7 +211,7 @@ def test_fit_cli_refuses_a_bad_lift_blend_or_lifter_in_one_line_writing_nothing(
     junk.write_text("not a checkpoint")
     out = tmp_path / "out"
     for extra, msg in ((["--lift-blend", "2"], "lift_blend must be in [0, 1]"),
-                       (["--lifter", tmp_path / "none.pt"], "no such file"),
+                       (["--lifter", tmp_path / "none.pt"], "does not exist"),
                        (["--lifter", junk], "cannot read the lifter")):
         code, err = run_cli(["fit", img, "--out", out, *extra], capsys, monkeypatch)
         assert code == 1, (extra, err)

@@ -162,8 +162,12 @@ def is_lifter_checkpoint(path) -> bool:
 
 def load_lifter(path, device: str | torch.device = "cpu") -> KeypointLifter:
     """A :class:`KeypointLifter` from :func:`save_lifter`'s file, in evaluation mode."""
+    from pathlib import Path
+
     from neuralfit.errors import NeuralfitError
 
+    if not Path(path).is_file():
+        raise NeuralfitError(f"lifter checkpoint {path} does not exist")
     try:
         ck = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch's messages span many lines; the type is enough for one
