@@ -2,7 +2,7 @@
 
 ::
 
-    python benchmarks/keypoint_noise.py --network neuralfit/nets/assets/default.pt --data data/test_occluded \\
+    python benchmarks/keypoint_noise.py --network neuralfit/nets/assets/lite0.pt --data data/test_occluded \\
         [--limit 64] [--noise 0 --noise 4 --noise 8] [--swap 0.2] [--heatmaps]
 
 Both methods read the same keypoints: the synthetic set's ground-truth spin24 keypoints where they are

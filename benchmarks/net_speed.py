@@ -172,7 +172,7 @@ def time_ghum_port(args: argparse.Namespace) -> None:
 
     assets = Path(nets_pkg.__file__).parent / "assets"
     body = load_body_model(args.body)
-    default = load_network(assets / "default.pt", body)
+    default = load_network(assets / "lite0.pt", body)
     ghum = load_network(assets / "ghum.pt", body)
     ghum.backbone.engine = "torch"
     port = ghum.backbone.port()

@@ -5,25 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 _NETS_ASSETS = Path(__file__).parent / "nets" / "assets"
-_NEURAL_ASSETS = Path(__file__).parent / "neural" / "assets"
-
-
-def _find(folder: Path) -> Path | None:
-    if not folder.is_dir():
-        return None
-    if (folder / "default.pt").is_file():
-        return folder / "default.pt"
-    pts = sorted(p for p in folder.glob("*.pt") if p.name != "lifter.pt")
-    return pts[0] if len(pts) == 1 else None
+#: The default network and its neural mesh model: heads on mediapipe's frozen BlazePose GHUM trunk
+#: (docs/network.md). ``lite0.pt`` / ``lite0_nm.pt`` next to them are the earlier EfficientNet-Lite0 pair.
+DEFAULT_NETWORK, DEFAULT_NEURAL_MODEL = "ghum.pt", "ghum_nm.pt"
 
 
 def default_assets() -> tuple[Path | None, Path | None]:
-    """The shipped default network and neural model, or None where not shipped.
-
-    Looks for ``neuralfit/nets/assets/*.pt`` and ``neuralfit/neural/assets/*.pt``: a file named
-    ``default.pt`` wins; otherwise the only ``.pt`` there.
-    """
-    return _find(_NETS_ASSETS), _find(_NEURAL_ASSETS)
+    """The shipped default network and neural model (``neuralfit/nets/assets/``), or None where not shipped."""
+    net, nm = _NETS_ASSETS / DEFAULT_NETWORK, _NETS_ASSETS / DEFAULT_NEURAL_MODEL
+    return (net if net.is_file() else None), (nm if nm.is_file() else None)
 
 
 def default_lifter() -> Path | None:

@@ -70,6 +70,13 @@ class FitImageConfig:
             target (0 = mediapipe's alone; ``neuralfit.photo.start.start_people``). 0.3, chosen on the real
             multi-view benchmark (docs/real_benchmark.md): PA-MPJPE 61.9 -> 61.1 mm (front) and 103.0 -> 101.3
             (back) against 0; the two 3D guesses err differently (the lifter is better at the hips).
+        hidden_from_parts: the network's part head also says where the body is hidden: its background
+            probability on the person, mapped linearly from ``[lo, hi]`` to [0, 1] (clipped), becomes the
+            fitter's ``FitBatch.hidden`` (``photo.steps.hidden_from_parts``). mediapipe's segmentation fills
+            a person in through an occluder; a part head trained with occluded pixels labelled background
+            (the shipped GHUM network) does not. None = off. Needs a network with such a part head; costs one
+            network pass per person (~25 ms). The range was chosen on the real occluded benchmark's
+            development frames (docs/occlusion.md).
         fit: fitter settings; None = ``FitConfig.photo()``. Keypoint gating is its
             ``min_keypoint_confidence``; its ``second_hypothesis`` is also forced on for people whose
             start cannot tell front from back (the mean-pose start).
@@ -86,6 +93,7 @@ class FitImageConfig:
     max_people: int = 4
     flip_test: bool = True
     lift_blend: float = 0.3
+    hidden_from_parts: tuple[float, float] | None = (0.35, 0.65)
     fit: FitConfig | None = None
     write_overlay: bool = True
 
@@ -107,6 +115,12 @@ class FitImageConfig:
             raise NeuralfitError(f"max_people must be an integer >= 1, got {self.max_people!r}")
         if not 0.0 <= self.lift_blend <= 1.0:
             raise NeuralfitError(f"lift_blend must be in [0, 1], got {self.lift_blend}")
+        if self.hidden_from_parts is not None:
+            lo, hi = (float(v) for v in self.hidden_from_parts)
+            if not 0.0 <= lo < hi <= 1.0:
+                raise NeuralfitError(f"hidden_from_parts must be (lo, hi) with 0 <= lo < hi <= 1, got "
+                                     f"{self.hidden_from_parts}")
+            self.hidden_from_parts = (lo, hi)
 
 
 def _choose_method(method: str | None, net_path: Path | None, nm_path: Path | None,
@@ -341,7 +355,10 @@ class ImageFitter:
         crops = steps.crop_people(pics, people, results, self.res, self.config.box_padding,
                                   keep_pixels=self.net is not None)
         timer.lap("crop")
-        pred = steps.network_outputs(self.net, crops, people, self.method, self.config.init)
+        cue = self.config.hidden_from_parts
+        pred = steps.network_outputs(self.net, crops, people, self.method, self.config.init, cue is not None)
+        if cue is not None and pred is not None:
+            steps.hidden_from_parts(crops, pred, cue)
         timer.lap("network")
         names = [Path(results[p.image_index].source).name for p in people]
         starts = steps.start_people(self.config.init, crops, people, names, self.body, self.prior, self.net, pred,

@@ -248,7 +248,7 @@ def inputs(tmp_path: Path) -> dict[str, Path]:
 def _cases(i: dict[str, Path], ro: Path, data: Path) -> dict[str, tuple[list, tuple[str, ...]]]:
     """name -> (argv, text the one error line must contain)."""
     out = i["png"].parent / "out"
-    init, net = data / "annotations.npz", Path(__file__).parents[1] / "neuralfit/nets/assets/default.pt"
+    init, net = data / "annotations.npz", Path(__file__).parents[1] / "neuralfit/nets/assets/lite0.pt"
     return {
         "body show --size 0": (["body", "show", "--size", "0", "--out", out / "b.png"], ("--size", "got 0")),
         "body show --size -10": (["body", "show", "--size", "-10", "--out", out / "b.png"], ("--size", "got -10")),

@@ -203,3 +203,44 @@ def test_inside_a_filled_in_mask_the_map_comes_from_the_hidden_keypoints(fb, occ
     m_vis = (occ * visible).flatten(1).sum(1) / visible.flatten(1).sum(1)
     print(f"filled-in mask: occluder {m_in.tolist()}, visible {m_vis.tolist()}")
     assert float(m_in.mean()) >= 0.6 and float(m_vis.mean()) <= 0.15, (m_in.tolist(), m_vis.tolist())
+
+
+def test_image_evidence_of_hidden_pixels_lights_up_an_occluder_the_mask_and_keypoints_miss(fb, occluded):
+    """mediapipe fills the person in through an occluder and hallucinates the hidden joints confidently in
+    the right place (issue 16's arm + torso case): neither the mask nor the keypoints see the occluder.
+    ``FitBatch.hidden`` (a part head's calibrated background probability) does; it combines with their map
+    as a noisy-or on the rendered body only, and floors the occlusion prior of off-mask body pixels."""
+    scene, _ = occluded
+    ctx = _ctx(fb, scene, scene.gt_mask.float(), scene.gt_transl)
+    ctx.batch.keypoints, ctx.batch.joint_set, ctx.want_occlusion = scene.keypoints, "spin24", True
+    term = MaskOutlierTerm(FitConfig())
+    with torch.no_grad():
+        term(ctx)
+    before, fg = ctx.occlusion
+    # The cue: 0.8 on the occluder, plus 1.0 on plain background (a part head says "background" there too).
+    cue = torch.where(scene.box, 0.8, 0.0) + (~scene.gt_mask).float()
+    ctx2 = _ctx(fb, scene, scene.gt_mask.float(), scene.gt_transl)
+    ctx2.batch.keypoints, ctx2.batch.joint_set, ctx2.want_occlusion = scene.keypoints, "spin24", True
+    ctx2.batch.hidden = cue.clamp(max=1.0)
+    with torch.no_grad():
+        MaskOutlierTerm(FitConfig())(ctx2)
+    after, fg2 = ctx2.occlusion
+    assert torch.equal(fg, fg2)
+    expect = 1.0 - (1.0 - before) * (1.0 - ctx2.batch.hidden * fg)
+    assert torch.allclose(after, expect, atol=1e-6)
+    assert torch.equal(after[~fg], torch.zeros_like(after[~fg]))  # off the body: nothing, cue or not
+    inside, visible = fg & scene.box, fg & ~scene.box
+
+    def mean(m, region):
+        return float(((m * region).flatten(1).sum(1) / region.flatten(1).sum(1)).mean())
+
+    print(f"hidden cue: occluder {mean(before, inside):.2f} -> {mean(after, inside):.2f}, visible "
+          f"{mean(before, visible):.2f} -> {mean(after, visible):.2f}")
+    assert mean(before, inside) < 0.3  # the mask and the confident keypoints alone miss the occluder
+    assert mean(after, inside) >= 0.8 - 1e-6 and mean(after, visible) <= 0.15
+    # The occlusion prior of covered off-mask pixels is at least the cue there (someone/something in front).
+    cov = fg.reshape(-1).nonzero(as_tuple=True)[0]
+    frags = ctx2.fragments
+    rho = term.pixel_prior(ctx2, frags.bary_fg.clamp(min=0.0), frags.batch_index, frags.face_verts, frags.pix)
+    assert torch.all(rho >= ctx2.batch.hidden.reshape(-1)[frags.pix].clamp(max=0.99) - 1e-6)
+    assert cov.numel() == frags.pix.numel()

@@ -23,7 +23,7 @@ from neuralfit.training.regressor import heldout_keypoint_set, lifter_pa_mpjpe
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("checkpoints", nargs="*", default=["neuralfit/nets/assets/default.pt"])
+    ap.add_argument("checkpoints", nargs="*", default=["neuralfit/nets/assets/lite0.pt"])
     ap.add_argument("--n", type=int, default=4000)
     args = ap.parse_args()
     torch.set_num_threads(1)

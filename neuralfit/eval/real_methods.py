@@ -106,13 +106,16 @@ def parse_method(text: str) -> MethodSpec:
 
 
 def parse_sets(items: list[str]) -> dict[str, Any]:
-    """``--set key=value`` pairs (``key`` a FitImageConfig field, or ``fit.field`` for FitConfig)."""
+    """``--set key=value`` pairs (``key`` a FitImageConfig field, or ``fit.field`` for FitConfig); a value
+    with commas is a tuple."""
     out = {}
     for item in items:
         key, eq, val = item.partition("=")
         if not eq:
             raise NeuralfitError(f"--set {item!r} is not key=value")
-        out[key.strip()] = _value(val.strip())
+        val = val.strip()
+        # "a,b": a tuple (e.g. hidden_from_parts=0.25,0.6)
+        out[key.strip()] = tuple(_value(v.strip()) for v in val.split(",")) if "," in val else _value(val)
     return out
 
 

@@ -57,6 +57,9 @@ class FitBatch:
             together (depth order, interpenetration: ``neuralfit.fitting.people``); None = all independent.
         occluders: (B, H, W) in [0, 1], the other people's masks in each crop, at the mask's resolution:
             pixels where someone else is seen (an occluder of this person), or None.
+        hidden: (B, H, W) in [0, 1], the image's own evidence that a body pixel there is hidden (a part
+            head's calibrated background probability, ``neuralfit.photo.steps.hidden_from_parts``), at the
+            mask's resolution; read by the mask-outlier term's occlusion prior and map; or None.
     """
 
     global_orient: torch.Tensor
@@ -73,6 +76,7 @@ class FitBatch:
     principal_point: torch.Tensor | None = None
     group: torch.Tensor | None = None
     occluders: torch.Tensor | None = None
+    hidden: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -234,6 +238,11 @@ class Fitter:
                 if not torch.is_tensor(o) or tuple(o.shape) != tuple(m.shape):
                     raise _shape_error("occluders", o, f"(B={B}, {m.shape[1]}, {m.shape[2]}) like the mask")
                 out.occluders = o.float().to(dev)
+            h = batch.hidden
+            if h is not None:
+                if not torch.is_tensor(h) or tuple(h.shape) != tuple(m.shape):
+                    raise _shape_error("hidden", h, f"(B={B}, {m.shape[1]}, {m.shape[2]}) like the mask")
+                out.hidden = h.float().clamp(0.0, 1.0).to(dev)
         if batch.group is not None:
             g = batch.group
             if not torch.is_tensor(g) or tuple(g.shape) != (B,):
@@ -258,7 +267,7 @@ class Fitter:
                 low = k[..., 2] < self.config.min_keypoint_confidence
                 k = torch.cat([k[..., :2], k[..., 2:].masked_fill(low[..., None], 0.0)], dim=-1)
             out.keypoints = k
-        for name in ("features", "part_probs", "mask", "occluders"):
+        for name in ("features", "part_probs", "mask", "occluders", "hidden"):
             t = getattr(out, name)
             if t is not None and not torch.isfinite(t).all():
                 raise NeuralfitError(f"{name} contains NaN or inf")
@@ -394,7 +403,7 @@ def _duplicate_batch(batch: FitBatch) -> FitBatch:
     group = None if batch.group is None else torch.cat([batch.group, batch.group + int(batch.group.max()) + 1])
     return FitBatch(go2, dup(batch.body_pose), dup(batch.transl), dup(batch.betas), batch.res, dup(batch.features),
                     dup(batch.part_probs), dup(batch.keypoints), batch.joint_set, dup(batch.mask), focal,
-                    dup(batch.principal_point), group, dup(batch.occluders))
+                    dup(batch.principal_point), group, dup(batch.occluders), dup(batch.hidden))
 
 
 def _on_device(module, device: torch.device):

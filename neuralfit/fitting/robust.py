@@ -281,13 +281,15 @@ class MaskOutlierTerm:
         """(n,) occlusion prior ``rho_i = rho_0 + (1 - rho_0) h_i`` of n covered pixels (see
         :meth:`hidden_pixels`), evaluated at the rasterising iterate (a prior weight; it moves slowly).
         Where another person is seen (``FitBatch.occluders`` at the flat pixel indices ``pix``), the prior
-        is at least that person's mask probability: someone in front explains the missing body."""
+        is at least that person's mask probability: someone in front explains the missing body; likewise
+        where the image itself says the body is hidden (``FitBatch.hidden``)."""
         rho0 = self.cfg.mask_occlusion_prior
         h = self.hidden_pixels(ctx, bary, b_idx, face_verts)
         rho = torch.full(b_idx.shape, rho0, device=b_idx.device) if h is None else rho0 + (1.0 - rho0) * h
-        occ = getattr(ctx.batch, "occluders", None)
-        if occ is not None and pix is not None:
-            rho = torch.maximum(rho, occ.reshape(-1).index_select(0, pix))
+        if pix is not None:
+            for occ in (ctx.batch.occluders, ctx.batch.hidden):
+                if occ is not None:
+                    rho = torch.maximum(rho, occ.reshape(-1).index_select(0, pix))
         return rho.clamp(max=_RHO_MAX)
 
     def __call__(self, ctx) -> torch.Tensor | None:
@@ -333,6 +335,10 @@ class MaskOutlierTerm:
             w_sel = rd["w_out"]
             occ_pix = occ_pix.index_put((rd["sel"],), (w_sel * occ.detach() + (1.0 - w_sel) * occ_pix[rd["sel"]]))
             occ_map = frags.to_dense(occ_pix)
+            if ctx.batch.hidden is not None:
+                # The image's own evidence (a part head sees no body here), independent of the keypoints'
+                # and the mask's: either explains a hidden pixel (noisy-or), on the rendered body only.
+                occ_map = 1.0 - (1.0 - occ_map) * (1.0 - ctx.batch.hidden * frags.mask)
             if ctx.occlusion is not None:  # the neural term's map: average the two opinions
                 occ_map = 0.5 * (occ_map + ctx.occlusion[0])
             ctx.occlusion = (occ_map, frags.mask)

@@ -31,7 +31,8 @@ class PersonCrop:
         probability or None; focal, principal_point: the photo camera seen in the crop; box: (4,) the
         person box; pixels: (res, res, 3) uint8 RGB or None (only kept when a network reads them);
         occluders: (res/4, res/4) the other people of the photo (their masks, max) over the crop, or None;
-        image_index: the photo of the chunk.
+        image_index: the photo of the chunk. hidden: (res/4, res/4) evidence that a body pixel is hidden
+        (:func:`hidden_from_parts`), or None.
     """
 
     crop: Crop
@@ -44,6 +45,7 @@ class PersonCrop:
     pixels: np.ndarray | None = None
     occluders: np.ndarray | None = None
     image_index: int = 0
+    hidden: np.ndarray | None = None
 
 
 @dataclass
@@ -93,23 +95,49 @@ def crop_people(pics: list, people: list[Person], results: list[ImageFit], res: 
     return out
 
 
-def network_outputs(net, crops: list[PersonCrop], people: list[Person], method: str, init: str) -> Any:
+def network_outputs(net, crops: list[PersonCrop], people: list[Person], method: str, init: str,
+                    parts_cue: bool = False) -> Any:
     """The network's prediction for the crops when something will read it, else None.
 
     Read by: the neural method (features, parts), ``--init network``, people without detected keypoints
-    (heatmap keypoints), and an image regressor standing in for a missing mediapipe3d / lifter start.
+    (heatmap keypoints), an image regressor standing in for a missing mediapipe3d / lifter start, and the
+    part head's occlusion cue (``parts_cue``, :func:`hidden_from_parts`) for people with a mask.
     """
     if net is None:
         return None
     image_regressor = getattr(net.config, "regressor_input", "image") != "keypoints"
     no_3d = any(p.world_landmarks is None for p in people) or init != "mediapipe3d"
     need = method == "neural" or init == "network" or any(c.keypoints is None for c in crops) or \
-        (image_regressor and no_3d)
+        (image_regressor and no_3d) or (parts_cue and any(c.mask is not None for c in crops))
     if not need:
         return None
     from neuralfit.nets import predict
 
     return predict(net, np.stack([c.pixels for c in crops]))
+
+
+def hidden_from_parts(crops: list[PersonCrop], pred, value_range: tuple[float, float]) -> None:
+    """Set each masked crop's ``hidden`` map from the network's part head, in place.
+
+    ``hidden = clip((P(background) - lo) / (hi - lo), 0, 1)`` with ``(lo, hi) = value_range``: a calibration
+    of the head's soft, boundary-blurred output (on the visible body of the real occluded benchmark's frames
+    its mean is ~0.2, on a pasted occluder ~0.5-0.9). The fitter reads it only on pixels the body covers (a
+    noisy-or with the mask and keypoint cues). People without a mask get none.
+    ``pred["part_probs"]``: (B, P, R/4, R/4), class 0 = background, on the crops' mask grid.
+    """
+    import cv2
+
+    lo, hi = value_range
+    bg = pred["part_probs"][:, 0].float().cpu().numpy()
+    for c, b in zip(crops, bg, strict=True):
+        if c.mask is None:
+            continue
+        if b.shape != c.mask.shape:  # same crop at another resolution: resample (both span the crop)
+            b = cv2.resize(b, c.mask.shape[::-1], interpolation=cv2.INTER_AREA)
+        # Not multiplied by mediapipe's mask ("it sees the person, the head sees no body"): measured on the
+        # development frames that lost more under the lower-body block (mediapipe's mask does not fill
+        # legs in) than it saved at the body's edge (docs/occlusion.md).
+        c.hidden = np.clip((b - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
 
 
 def start_people(init: str, crops: list[PersonCrop], people: list[Person], image_names: list[str | None],
@@ -171,6 +199,9 @@ def fit_all(method: str, crops: list[PersonCrop], starts: list[PersonStart], pre
             # Several people of one photo in this batch: fitted together (depth order, interpenetration),
             # each one's mask an occluder of the others (neuralfit.fitting.people).
             obs.group = torch.tensor([crops[j].image_index for j in members])
+            if any(crops[j].hidden is not None for j in members):
+                obs.hidden = torch.tensor(np.stack([crops[j].hidden if crops[j].hidden is not None
+                                                    else np.zeros((size, size), np.float32) for j in members]))
             if any(crops[j].occluders is not None for j in members):
                 obs.occluders = torch.tensor(np.stack([crops[j].occluders if crops[j].occluders is not None
                                                        else np.zeros((size, size), np.float32) for j in members]))

@@ -12,7 +12,7 @@ shipped default: it reads 2D keypoints, not image features).
     python -m neuralfit.training.ghum_heads cache --data runs/ghum/train --out runs/ghum/cache_train
     python -m neuralfit.training.ghum_heads train --data runs/ghum/train --cache runs/ghum/cache_train \\
         [--data DIR2 --cache CACHE2 ...] \\
-        --out runs/ghum/net.pt --regressor-from neuralfit/nets/assets/default.pt --steps 3000
+        --out runs/ghum/net.pt --regressor-from neuralfit/nets/assets/lite0.pt --steps 3000
 """
 
 from __future__ import annotations
