@@ -199,12 +199,8 @@ def fit_all(method: str, crops: list[PersonCrop], starts: list[PersonStart], pre
             # Several people of one photo in this batch: fitted together (depth order, interpenetration),
             # each one's mask an occluder of the others (neuralfit.fitting.people).
             obs.group = torch.tensor([crops[j].image_index for j in members])
-            if any(crops[j].hidden is not None for j in members):
-                obs.hidden = torch.tensor(np.stack([crops[j].hidden if crops[j].hidden is not None
-                                                    else np.zeros((size, size), np.float32) for j in members]))
-            if any(crops[j].occluders is not None for j in members):
-                obs.occluders = torch.tensor(np.stack([crops[j].occluders if crops[j].occluders is not None
-                                                       else np.zeros((size, size), np.float32) for j in members]))
+            obs.hidden = _stack_maps([crops[j].hidden for j in members], size)
+            obs.occluders = _stack_maps([crops[j].occluders for j in members], size)
         start = StartParams.cat([starts[j].params for j in members])
         cfg = config if knows_facing else config.with_(second_hypothesis=True)
         fitter = Fitter(body, neural_model if method == "neural" else None, prior, cfg, device=device)
@@ -225,6 +221,13 @@ def fit_all(method: str, crops: list[PersonCrop], starts: list[PersonStart], pre
                 float(res.occlusion_fraction[b]) if res.occlusion_fraction is not None else 0.0,
                 None if outlier is None else outlier[b])
     return out  # type: ignore[return-value]
+
+
+def _stack_maps(maps: list[np.ndarray | None], size: int) -> torch.Tensor | None:
+    """(B, size, size) of per-crop maps, zeros (no evidence) where a crop has none; None if none has one."""
+    if all(m is None for m in maps):
+        return None
+    return torch.tensor(np.stack([m if m is not None else np.zeros((size, size), np.float32) for m in maps]))
 
 
 def _fitted_from_start(s: PersonStart, joint_set: str | None) -> FittedPerson:
