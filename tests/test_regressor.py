@@ -207,13 +207,20 @@ def test_detector_keypoints_follow_the_joint_set_and_swap_sides(free_body, photo
         have = (out[..., 2] > 0).any(0)
         assert {names[i] for i in range(24) if have[i]} <= set(DETECTOR_JOINTS[fmt])
         assert not have[names.index("pelvis")] and have[names.index("neck")] == (fmt == "body25")
-        # BlazePose's hips come out wider than the body's (by 2 x 3.5 cm x U(0.5, 1.5) in 3D; the free
-        # body's spin24 hips are ~23 cm apart, so the ratio is ~1.1-1.3 in the image).
+        # BODY-25's hips come out wider than the body's (by 2 x 1.5 cm x U(0.5, 1.5) in 3D; the free
+        # body's spin24 hips are ~23 cm apart, so the ratio is ~1.03-1.2 in the image). BlazePose's are the
+        # body's calibrated BlazePose hips, which mediapipe puts ~2.5 cm inside each joint (docs/body.md):
+        # ~17.5 / 22.5 = 0.78 in 3D, less foreshortened in the image.
         rh, lh = names.index("right_hip"), names.index("left_hip")
         gt = photo_sets["keypoints"]
         ok = (out[:, [rh, lh], 2] > 0).all(1) & (gt[:, [rh, lh], 2] > 0).all(1)
         wide = (out[ok, lh, :2] - out[ok, rh, :2]).norm(dim=-1) / (gt[ok, lh, :2] - gt[ok, rh, :2]).norm(dim=-1)
-        assert float(wide.median()) > 1.05
+        if fmt == "body25":
+            assert float(wide.median()) > 1.03
+        else:
+            assert 0.6 < float(wide.median()) < 0.9
+            bp = photo_sets["keypoints_bp"]
+            assert torch.allclose(out[ok][:, [rh, lh], :2], bp[ok][:, [rh, lh], :2])
     cam = PhotoCameraConfig(formats=("spin24",), format_probs=(1.0,), p_swap_all=1.0, p_swap_pair=0.0)
     out = detector_keypoints(photo_sets, idx, names, RES, clean, cam, torch.Generator().manual_seed(0))
     la, ra = names.index("left_ankle"), names.index("right_ankle")

@@ -41,8 +41,9 @@ _J = {
     "lhand": 22, "rhand": 23,
 }  # fmt: skip
 
-# A source is a joint name, a landmark name, a tuple of sources (their mean), or None (undefined).
-Source = str | tuple | None
+# A source is a joint name, a landmark name, a tuple of sources (their mean), a dict source -> weight (a
+# weighted sum, weights summing to 1: a calibrated detector keypoint), or None (undefined).
+Source = str | tuple | dict | None
 
 COCO17 = [
     ("nose", "nose"), ("left_eye", "leye"), ("right_eye", "reye"), ("left_ear", "lear"),
@@ -116,7 +117,8 @@ class KeypointSet:
         names: (J,) keypoint names in order.
         weights: (J, 24 + L) float32 map from ``[joints; landmark vertices]`` to keypoints.
         valid: (J,) bool, False where this body does not define the keypoint (its row is zero).
-        joint_index: (J,) long, the SMPL joint a keypoint *is* (-1 if it is not exactly one joint).
+        joint_index: (J,) long, the point a keypoint stands for, an index into ``[joints (24); landmarks]``:
+            the joint or landmark itself, or the base point of a calibrated detector keypoint (-1 for means).
     """
 
     name: str
@@ -142,6 +144,11 @@ def _row(src: Source, landmark_ok: dict[str, bool]) -> np.ndarray | None:
         if any(r is None for r in rows):
             return None
         return np.mean(rows, axis=0)
+    if isinstance(src, dict):
+        parts = [(_row(s, landmark_ok), float(w)) for s, w in src.items()]
+        if any(r is None for r, _ in parts):
+            return None
+        return np.sum([r * w for r, w in parts], axis=0).astype(np.float32)
     if src in _J:
         row[_J[src]] = 1.0
         return row
@@ -153,16 +160,45 @@ def _row(src: Source, landmark_ok: dict[str, bool]) -> np.ndarray | None:
     raise KeyError(src)
 
 
-def build_keypoint_sets(landmark_ok: dict[str, bool]) -> dict[str, KeypointSet]:
-    """All sets of :data:`KEYPOINT_SET_DEFS` for a body that defines the landmarks in ``landmark_ok``."""
+def _stands_for(src: Source) -> int:
+    """Index into ``[joints; landmarks]`` of the point a keypoint stands for: the joint or landmark itself,
+    or a calibrated keypoint's base point (its largest weight); -1 for means."""
+    if isinstance(src, dict):
+        src = max(src, key=lambda k: src[k])
+    if isinstance(src, str) and src in _J:
+        return _J[src]
+    return 24 + LANDMARK_NAMES.index(src) if isinstance(src, str) and src in LANDMARK_NAMES else -1
+
+
+def build_keypoint_sets(
+    landmark_ok: dict[str, bool], calibration: dict[str, dict[str, dict[str, float]]] | None = None
+) -> dict[str, KeypointSet]:
+    """All sets of :data:`KEYPOINT_SET_DEFS` for a body that defines the landmarks in ``landmark_ok``.
+
+    ``calibration``: set name -> keypoint name -> ``{source: weight}`` replacing that keypoint's definition
+    (a detector's keypoint measured on this body, e.g. where BlazePose puts its hips; see
+    ``scripts/calibrate_keypoints.py``).
+    """
+    calibration = calibration or {}
+    unknown = sorted(set(calibration) - set(KEYPOINT_SET_DEFS))
+    if unknown:
+        raise NeuralfitError(f"keypoint calibration names unknown sets {unknown}")
     sets = {}
     for set_name, spec in KEYPOINT_SET_DEFS.items():
+        cal = calibration.get(set_name, {})
+        bad = sorted(set(cal) - {n for n, _ in spec})
+        if bad:
+            raise NeuralfitError(f"keypoint calibration of {set_name!r} names unknown keypoints {bad}")
         rows, valid, joint = [], [], []
-        for _, src in spec:
-            r = _row(src, landmark_ok)
+        for name, src in spec:
+            src = cal.get(name, src)
+            try:
+                r = _row(src, landmark_ok)
+            except KeyError as exc:
+                raise NeuralfitError(f"keypoint {name!r} of {set_name!r} names unknown joint {exc}") from None
             valid.append(r is not None)
             rows.append(r if r is not None else np.zeros(24 + len(LANDMARK_NAMES), np.float32))
-            joint.append(_J[src] if isinstance(src, str) and src in _J else -1)
+            joint.append(_stands_for(src))
         sets[set_name] = KeypointSet(
             name=set_name,
             names=tuple(n for n, _ in spec),
@@ -204,9 +240,12 @@ def keypoint_correspondence(src: KeypointSet, dst: KeypointSet, tol: float = 1e-
 
     Two keypoints correspond when their rows of ``weights`` agree (same joints and landmark vertices
     with the same weights), whatever the sets call them ("RShoulder" in body25, "right_shoulder" in
-    spin24). Keypoints a body does not define (``valid`` False) never correspond.
+    spin24), or when both stand for the same joint or landmark (a calibrated BlazePose hip is the hip
+    that the other sets call the hip joint). Keypoints a body does not define (``valid`` False) never correspond.
     """
     d = (dst.weights[:, None, :] - src.weights[None, :, :]).abs().amax(-1)  # (J_dst, J_src)
+    same_joint = (dst.joint_index[:, None] == src.joint_index[None, :]) & (dst.joint_index[:, None] >= 0)
+    d = torch.where(same_joint, torch.zeros_like(d), d)
     best = d.min(dim=1)
     idx = best.indices.cpu().numpy().astype(np.int64)
     ok = (best.values <= tol).cpu().numpy() & dst.valid.cpu().numpy()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import json
 import os
 from importlib import resources
 from pathlib import Path
@@ -34,12 +35,36 @@ from neuralfit.io.atomic import atomic_path
 from neuralfit.paths import neuralfit_home
 
 FREE_ASSET = "neuralfit_free.npz"
+FREE_KEYPOINTS = "neuralfit_free_keypoints.json"
 FREE_NAME = "neuralfit-free"
 
 
 def free_asset_path() -> Path:
     """Path of the shipped free-body asset inside the installed package."""
     return Path(str(resources.files("neuralfit.body").joinpath("assets", FREE_ASSET)))
+
+
+def free_calibration_path() -> Path:
+    """Path of the free body's shipped detector-keypoint calibration (``scripts/calibrate_keypoints.py``)."""
+    return Path(str(resources.files("neuralfit.body").joinpath("assets", FREE_KEYPOINTS)))
+
+
+def read_keypoint_calibration(path: str | os.PathLike) -> dict[str, dict[str, dict[str, float]]]:
+    """``{set: {keypoint: {joint: weight}}}`` from a calibration JSON (its ``"sets"`` entry)."""
+    try:
+        sets = json.loads(Path(path).read_text())["sets"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise NeuralfitError(f"cannot read the keypoint calibration {path} ({exc!r})") from None
+    ok = isinstance(sets, dict) and all(
+        isinstance(kps, dict) and all(isinstance(src, dict) and src and all(
+            isinstance(w, (int, float)) for w in src.values()) for src in kps.values()) for kps in sets.values())
+    if not ok:
+        raise NeuralfitError(f"keypoint calibration {path}: 'sets' must map set -> keypoint -> {{joint: weight}}")
+    for kps in sets.values():
+        for name, src in kps.items():
+            if abs(sum(src.values()) - 1.0) > 1e-4:
+                raise NeuralfitError(f"keypoint calibration {path}: the weights of {name!r} do not sum to 1")
+    return sets
 
 
 def _sha(*arrays: np.ndarray) -> str:
@@ -127,6 +152,7 @@ def load_body_model(
     device: str | torch.device = "cpu",
     num_betas: int = 10,
     lowres_vertices: int = DEFAULT_LOWRES_VERTICES,
+    keypoint_calibration: str | os.PathLike | None = None,
 ) -> BodyModel:
     """Load a body model.
 
@@ -137,6 +163,8 @@ def load_body_model(
         device: where the model's tensors live.
         num_betas: shape coefficients used (at most what the model has; the free body has 10).
         lowres_vertices: target size of the low-res neural mesh for real SMPL (the free body ships its own).
+        keypoint_calibration: a JSON file from ``scripts/calibrate_keypoints.py``: where a detector puts its
+            keypoints on this body (docs/body.md). Default: the free body's shipped file; none for real SMPL.
 
     Raises:
         NeuralfitError: a wrong path, an unreadable / malformed model file, or an unknown gender.
@@ -159,6 +187,7 @@ def load_body_model(
             asset["lowres"],
             spec="free",
             name=FREE_NAME,
+            keypoint_calibration=read_keypoint_calibration(keypoint_calibration or free_calibration_path()),
             model_hash=_sha(
                 *(asset["smpl"][k] for k in sorted(asset["smpl"])),
                 asset["landmark_ids"],
@@ -183,5 +212,6 @@ def load_body_model(
         spec=spec_str,
         name="smpl",
         model_hash=_sha(*(data[k] for k in sorted(data)), ids, *_lowres_arrays(lowres)),
+        keypoint_calibration=read_keypoint_calibration(keypoint_calibration) if keypoint_calibration else None,
     )
     return body.to(device)

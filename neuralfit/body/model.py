@@ -67,6 +67,9 @@ class BodyModel(torch.nn.Module):
     - ``spec`` ("free" or the path given), ``name`` ("neuralfit-free" or "smpl"), ``model_hash`` (16 hex
       digits over the model arrays, landmark ids and low-res mesh: store it with anything trained on
       this body, e.g. a feature bank, to detect a mismatch).
+
+    ``keypoint_calibration`` (see :func:`neuralfit.body.keypoints.build_keypoint_sets`) redefines detector
+    keypoints where the detector really puts them on this body; it is not part of ``model_hash``.
     """
 
     def __init__(
@@ -78,6 +81,7 @@ class BodyModel(torch.nn.Module):
         spec: str,
         name: str,
         model_hash: str,
+        keypoint_calibration: dict[str, dict[str, dict[str, float]]] | None = None,
     ) -> None:
         super().__init__()
         self.smpl = smpl_layer
@@ -98,7 +102,7 @@ class BodyModel(torch.nn.Module):
         valid = torch.as_tensor(np.asarray(landmark_valid), dtype=torch.bool)
         self.register_buffer("landmark_valid", valid, persistent=False)
         self.keypoint_sets: dict[str, KeypointSet] = build_keypoint_sets(
-            {n: bool(v) for n, v in zip(LANDMARK_NAMES, valid.tolist(), strict=True)}
+            {n: bool(v) for n, v in zip(LANDMARK_NAMES, valid.tolist(), strict=True)}, keypoint_calibration
         )
         self.lowres = LowResMesh(lowres, nv, self.part_labels)
 

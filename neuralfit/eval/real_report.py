@@ -36,7 +36,8 @@ class Row:
     Attributes:
         item: the person-view. result: the method's output. scores: vs the all-view GT;
         scores_heldout: vs the GT triangulated without this view; scores_bp: the fitted body's own
-        BlazePose limb keypoints vs the GT (fits only). identity: "self" / "other" / "none" by the
+        BlazePose limb keypoints vs the GT (where BlazePose puts them on the body, calibrated on synthetic
+        renders: ``tools/calibrate_keypoints.py``; = ``scores`` for a method without a body). identity: "self" / "other" / "none" by the
         keypoints (:func:`~neuralfit.eval.real_methods.who`); mask_identity: the same by the person masks
         (:func:`~neuralfit.eval.real_methods.who_by_mask`).
     """
@@ -152,9 +153,9 @@ def score_rows(items: list[PersonView], results: list[MethodResult], rset: RealS
     for it, res in zip(items, results, strict=True):
         nan = Scores(*(4 * [float("nan")]))
         if res.ok:
-            s, sh, sb = score_limb12(res.limb12, it.gt), score_limb12(res.limb12, it.gt_heldout), nan
-            if np.all(np.isfinite(res.limb12_bp)):
-                sb = score_limb12(res.limb12_bp, it.gt)
+            s, sh = score_limb12(res.limb12, it.gt), score_limb12(res.limb12, it.gt_heldout)
+            # A method without a body (mediapipe's 3D) already returns BlazePose's own points.
+            sb = score_limb12(res.limb12_bp, it.gt) if np.all(np.isfinite(res.limb12_bp)) else s
         else:
             s = sh = sb = nan
         others = [o for o in by_view[it.frame, it.view] if o.person != it.person]
@@ -183,10 +184,11 @@ def person_table(per_method: dict[str, list[Row]], people: list[str], found: boo
     column becomes "found" (a body came back for that person-view: for a multi method, a fit matched to
     that person; x/y over the person-views with GT)."""
     keys = common_keys(per_method)
-    lines = ["| person | method | n | PA-MPJPE | MPJPE | PA no hips | MPJPE no hips | PA held-out GT | "
+    lines = ["| person | method | n | PA-MPJPE | MPJPE | PA as BlazePose kp | MPJPE as BlazePose kp | PA no hips | "
+             "MPJPE no hips | PA held-out GT | "
              f"PA right person only (n) | {'found' if found else 'lost'} | other person | torso on another's mask | "
              "s/fit |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for person in people:
         for name, rows in per_method.items():
             mine = [r for r in rows if r.item.person == person]
@@ -197,7 +199,8 @@ def person_table(per_method: dict[str, list[Row]], people: list[str], found: boo
             right = [r for r in sel if r.identity == "self"]
             lines.append(
                 f"| {person} | {name} | {len(sel)} | {_mean([r.scores.pa_mpjpe for r in sel])} | "
-                f"{_mean([r.scores.mpjpe for r in sel])} | {_mean([r.scores.pa_mpjpe_nohips for r in sel])} | "
+                f"{_mean([r.scores.mpjpe for r in sel])} | {_mean([r.scores_bp.pa_mpjpe for r in sel])} | "
+                f"{_mean([r.scores_bp.mpjpe for r in sel])} | {_mean([r.scores.pa_mpjpe_nohips for r in sel])} | "
                 f"{_mean([r.scores.mpjpe_nohips for r in sel])} | "
                 f"{_mean([r.scores_heldout.pa_mpjpe for r in sel])} | "
                 f"{_mean([r.scores.pa_mpjpe for r in right])} ({len(right)}) | "
@@ -337,9 +340,9 @@ def occluded_table(tables: dict[str, tuple[dict[str, list[Row]], dict[str, list[
     The compared person-views are those every method fitted both occluded and clean; "lost" counts
     occluded person-views with no fit over all of them.
     """
-    lines = ["| placement | joints hidden | person | method | n | PA-MPJPE | clean PA | +PA | MPJPE | clean MPJPE | "
-             "lost | other person | occ. on occluder | occ. on visible body |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| placement | joints hidden | person | method | n | PA-MPJPE | clean PA | +PA | PA as BlazePose kp | "
+             "clean | +PA | MPJPE | clean MPJPE | lost | other person | occ. on occluder | occ. on visible body |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for placement, (occ_rows, clean_rows, hidden) in tables.items():
         keys = common_keys({**{f"o{k}": v for k, v in occ_rows.items()}, **{f"c{k}": v for k, v in clean_rows.items()}})
         for person in people:
@@ -349,8 +352,11 @@ def occluded_table(tables: dict[str, tuple[dict[str, list[Row]], dict[str, list[
                 csel = [r for r in clean_rows[name] if r.item.person == person and item_tag(r.item) in keys]
                 pa, cpa = _mean([r.scores.pa_mpjpe for r in sel]), _mean([r.scores.pa_mpjpe for r in csel])
                 delta = f"{float(pa) - float(cpa):+.1f}" if pa != "-" and cpa != "-" else "-"
+                bpa, bcpa = _mean([r.scores_bp.pa_mpjpe for r in sel]), _mean([r.scores_bp.pa_mpjpe for r in csel])
+                bdelta = f"{float(bpa) - float(bcpa):+.1f}" if bpa != "-" and bcpa != "-" else "-"
                 lines.append(
                     f"| {placement} | {hidden:.1f} | {person} | {name} | {len(sel)} | {pa} | {cpa} | {delta} | "
+                    f"{bpa} | {bcpa} | {bdelta} | "
                     f"{_mean([r.scores.mpjpe for r in sel])} | {_mean([r.scores.mpjpe for r in csel])} | "
                     f"{sum(not r.result.ok for r in mine)}/{len(mine)} | {sum(r.identity == 'other' for r in mine)}/"
                     f"{len(mine)} | {_mean([r.result.occ_inside for r in mine], 2)} | "

@@ -15,10 +15,11 @@ without rendering:
    all a crop can tell: global orientation, root-relative 3D joints.
 
 :func:`detector_keypoints` then turns exact crop keypoints into a detector's: the joint set's mask
-(BlazePose/COCO have no neck, pelvis, head top, thorax, spine, jaw, head; BODY-25 adds the neck), wider
-hips (BlazePose's hips are ~19 cm apart against SMPL's 12 cm, measured on the real multi-view photos;
-COCO's and BODY-25's widening are guesses), left/right swaps, then the noise / occlusion dropout /
-outliers of :func:`~neuralfit.training.regressor.corrupt_keypoints`.
+(BlazePose/COCO have no neck, pelvis, head top, thorax, spine, jaw, head; BODY-25 adds the neck), for
+BlazePose the body's own calibrated BlazePose keypoints (where mediapipe puts hips, ankles, shoulders on
+this body, ``tools/calibrate_keypoints.py``), for COCO and BODY-25 hips pushed out by a guessed widening,
+left/right swaps, then the noise / occlusion dropout / outliers of
+:func:`~neuralfit.training.regressor.corrupt_keypoints`.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ DETECTOR_JOINTS: dict[str, tuple[str, ...]] = {
 DETECTOR_JOINTS["coco17"] = DETECTOR_JOINTS["blazepose33"]
 DETECTOR_JOINTS["body25"] = DETECTOR_JOINTS["blazepose33"] + ("neck",)
 #: Extra half hip width of each detector's hip keypoints, metres (see the module doc).
-HIP_WIDENING_M: dict[str, float] = {"blazepose33": 0.035, "coco17": 0.02, "body25": 0.015, "spin24": 0.0}
+#: BlazePose's hips come from the body's calibrated keypoints instead (``keypoints_bp``).
+HIP_WIDENING_M: dict[str, float] = {"blazepose33": 0.0, "coco17": 0.02, "body25": 0.015, "spin24": 0.0}
 _WIDE_PROBE_M = 0.05  # hips are also projected pushed out by this much; detectors interpolate
 
 
@@ -138,9 +140,11 @@ def sample_photo_keypoint_set(body: Any, poses: Any, n: int, res: int, camera: P
     ``joints3d`` (n, 24, 4) virtual camera + confidence 1, ``landmarks3d`` (n, 33, 3) the body's
     BlazePose-33 keypoints in the virtual camera with their hip centre at the origin (mediapipe's world
     landmark frame; what :class:`~neuralfit.nets.lifter.KeypointLifter` predicts), ``keypoints`` (n, 24, 3)
-    crop pixels + in-photo flag, ``hips_wide`` (n, 2, 2) crop pixels of the two hips pushed outwards by 5 cm, ``face_visible``
+    crop pixels + in-photo flag, ``keypoints_bp`` (n, 24, 3) the same for the body's BlazePose-33 keypoints in
+    the spin24 slots they stand for, ``hips_wide`` (n, 2, 2) crop pixels of the two hips pushed outwards by 5 cm, ``face_visible``
     (n, 5), ``focal`` (n,) crop focal in pixels.
     """
+    from neuralfit.body.keypoints import keypoint_correspondence
     from neuralfit.nets.rotations import axis_angle_to_matrix
     from neuralfit.priors import JointLimitPrior, ShapePrior
     from neuralfit.priors.sampling import jitter_poses
@@ -155,8 +159,11 @@ def sample_photo_keypoint_set(body: Any, poses: Any, n: int, res: int, camera: P
     limits, shapes = JointLimitPrior(), ShapePrior()
     bp_all = torch.from_numpy(poses.body_pose).float()
     go_all = torch.from_numpy(poses.global_orient).float()
-    keys = ("rotmat", "betas", "joints3d", "landmarks3d", "keypoints", "hips_wide", "face_visible", "focal")
+    keys = ("rotmat", "betas", "joints3d", "landmarks3d", "keypoints", "keypoints_bp", "hips_wide", "face_visible",
+            "focal")
     bp_hips = [body.keypoint_sets["blazepose33"].index(k) for k in ("left_hip", "right_hip")]
+    corr = torch.from_numpy(keypoint_correspondence(body.keypoint_sets["blazepose33"], body.keypoint_sets["spin24"]))
+    bp_have, bp_src = (corr >= 0).nonzero().flatten(), corr[corr >= 0]
     outs: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
     for start in range(0, n, chunk):
         m = min(chunk, n - start)
@@ -176,9 +183,13 @@ def sample_photo_keypoint_set(body: Any, poses: Any, n: int, res: int, camera: P
                                                                                cam.shoulder_scale)]
             kp = scale_limbs(kp, names, *f)
             lm = scale_limbs(lm, list(body.keypoint_sets["blazepose33"].names), *f)
+        # Where BlazePose itself would put the spin24 joints it has (the body's calibrated keypoints).
+        kp_bp = kp.clone()
+        kp_bp[:, bp_have] = lm[:, bp_src]
         lm = lm - lm[:, bp_hips].mean(1, keepdim=True)
         root = kp[:, hips].mean(1)
         kp = kp - root[:, None]
+        kp_bp = kp_bp - root[:, None]
         # Hips pushed out along the hip line (what a wider-hipped detector reports).
         lateral = _unit(kp[:, hips[1]] - kp[:, hips[0]])
         wide = torch.stack([kp[:, hips[0]] - _WIDE_PROBE_M * lateral, kp[:, hips[1]] + _WIDE_PROBE_M * lateral], 1)
@@ -204,13 +215,14 @@ def sample_photo_keypoint_set(body: Any, poses: Any, n: int, res: int, camera: P
         r_cam = r_off @ r_wc  # world -> photo camera
         pc = (r_cam @ (kp - centre[:, None]).transpose(1, 2)).transpose(1, 2)
         pw = (r_cam @ (wide - centre[:, None]).transpose(1, 2)).transpose(1, 2)
+        pb = (r_cam @ (kp_bp - centre[:, None]).transpose(1, 2)).transpose(1, 2)
 
         def project(p: torch.Tensor, f=f, w=w, h=h) -> torch.Tensor:
             z = p[..., 2:].clamp(min=0.05)
             return torch.cat([f[:, None, None] * p[..., :1] / z + w[:, None, None] / 2,
                               f[:, None, None] * p[..., 1:2] / z + h[:, None, None] / 2], -1)
 
-        uv, uvw = project(pc), project(pw)
+        uv, uvw, uvb = project(pc), project(pw), project(pb)
         inside = (uv[..., 0] >= 0) & (uv[..., 0] < w[:, None]) & (uv[..., 1] >= 0) & (uv[..., 1] < h[:, None])
         inside &= pc[..., 2] > 0.05
         # SPIN crop of the box of the in-photo keypoints (a detector's person box).
@@ -224,6 +236,7 @@ def sample_photo_keypoint_set(body: Any, poses: Any, n: int, res: int, camera: P
         k = res / (200.0 * scale)
         crop = (uv - box_c[:, None]) * k[:, None, None] + res / 2
         crop_w = (uvw - box_c[:, None]) * k[:, None, None] + res / 2
+        crop_b = (uvb - box_c[:, None]) * k[:, None, None] + res / 2
         f_crop = f * k
         # The crop's virtual camera: the photo camera turned so that its axis passes through the box centre.
         ray = torch.stack([box_c[:, 0] - w / 2, box_c[:, 1] - h / 2, f], -1)
@@ -237,6 +250,7 @@ def sample_photo_keypoint_set(body: Any, poses: Any, n: int, res: int, camera: P
         outs["landmarks3d"].append((r_v @ r_cam @ lm.transpose(1, 2)).transpose(1, 2))
         outs["keypoints"].append(torch.cat([crop, inside[..., None].float()], -1))
         outs["hips_wide"].append(crop_w)
+        outs["keypoints_bp"].append(torch.cat([crop_b, inside[..., None].float()], -1))
         outs["face_visible"].append(face_vis)
         outs["focal"].append(f_crop)
     return {k: torch.cat(v).float() for k, v in outs.items()}
@@ -256,9 +270,12 @@ def detector_keypoints(data: dict[str, torch.Tensor], idx: torch.Tensor, names: 
     """Detector-like spin24 keypoints (B, 24, 3) for samples ``idx`` of a photo keypoint set (module doc)."""
     from .regressor import corrupt_keypoints
 
-    kp = data["keypoints"][idx].clone()
     b = len(idx)
     fmt = torch.multinomial(torch.tensor(camera.format_probs), b, replacement=True, generator=gen)
+    # BlazePose inputs are the body's calibrated BlazePose keypoints (where mediapipe puts them on this body).
+    is_bp = torch.tensor([f == "blazepose33" for f in camera.formats])[fmt]
+    bp = data.get("keypoints_bp", data["keypoints"])[idx]
+    kp = torch.where(is_bp[:, None, None], bp, data["keypoints"][idx]).clone()
     hips = [names.index("right_hip"), names.index("left_hip")]
     widen = torch.tensor([HIP_WIDENING_M[camera.formats[i]] for i in range(len(camera.formats))])[fmt]
     t = (widen * (0.5 + torch.rand(b, generator=gen)) / _WIDE_PROBE_M)[:, None, None]
