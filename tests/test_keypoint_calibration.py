@@ -69,7 +69,7 @@ def test_a_malformed_calibration_file_is_one_clear_error(tmp_path, text, words):
 
 def test_the_shipped_calibration_moves_limb_keypoints_by_centimetres_and_with_the_limb(free_body):
     sets = read_keypoint_calibration(free_calibration_path())
-    assert set(sets["blazepose33"]) == set(_tool().NEIGHBOURS)
+    assert set(sets["blazepose33"]) == set(_tool().LIMBS)
     bp = free_body.keypoint_sets["blazepose33"]
     plain = build_keypoint_sets(ALL_LANDMARKS)["blazepose33"]
     pose = torch.zeros(1, 69)

@@ -108,8 +108,10 @@ def measure(n: int, seed: int, body_spec: str, res: int) -> dict[str, np.ndarray
             "centre": np.float64(res / 2)}
 
 
-def solve(m: dict[str, np.ndarray]) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
-    """Per keypoint ``{joint: weight}`` and its 2D residuals (cm at the person's depth) before/after."""
+def solve(m: dict[str, np.ndarray], keypoints: list[str] | None = None
+          ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+    """Per keypoint (default: all of ``NEIGHBOURS``) ``{joint: weight}`` and its 2D residuals (cm at the
+    person's depth) before/after."""
     kp, J, f, c = m["kp"].copy(), m["points"], float(m["focal"]), float(m["centre"])
     col = {n: i for i, n in enumerate(POINT_NAMES)}
     z = J[:, 0, 2]
@@ -124,7 +126,7 @@ def solve(m: dict[str, np.ndarray]) -> tuple[dict[str, dict[str, float]], dict[s
     xy[swap], kp[swap] = xy[swap][:, perm], kp[swap][:, perm]
     keep = np.minimum(e0, e1) < OUTLIER_M
     weights, stats = {}, {}
-    for k in NEIGHBOURS:
+    for k in keypoints or list(NEIGHBOURS):
         j, cand = NEIGHBOURS[k]
         i = BP_NAMES.index(k)
         sel = keep & (kp[:, i, 2] > MIN_CONFIDENCE)
@@ -153,6 +155,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--measurements", type=Path, help="cache of the detections (.npz): read if it exists, "
                                                       "else written, so a re-solve skips the rendering")
+    ap.add_argument("--points", choices=("limbs", "all"), default="limbs",
+                    help="calibrate the 12 limb keypoints (shipped) or also face, hands and feet")
     a = ap.parse_args()
     if a.measurements and a.measurements.exists():
         m = dict(np.load(a.measurements))
@@ -160,7 +164,7 @@ def main() -> None:
         m = measure(a.images, a.seed, a.body, a.res)
         if a.measurements:
             save_npz(a.measurements, **m)
-    weights, stats = solve(m)
+    weights, stats = solve(m, LIMBS if a.points == "limbs" else None)
     for k, s in stats.items():
         print(k, s)
     doc = {"what": "where mediapipe BlazePose puts its limb keypoints on this body, as joint weights "
