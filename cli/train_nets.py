@@ -267,11 +267,14 @@ def regressor(network_path: str, out: str, data: tuple[str, ...], max_images: in
 @click.option("--batch-size", type=int, default=None, help="[256]")
 @click.option("--lr", type=float, default=None, help="Adam learning rate, decayed exponentially [1e-3].")
 @click.option("--hidden", type=int, default=None, help="Width of the residual MLP [512].")
+@click.option("--confidence-correlation", type=float, default=None,
+              help="Share of each keypoint's confidence drawn once per sample, in [0, 1] (RegressorConfig).")
 @click.option("--seed", default=0, show_default=True)
 @threads_option(default=1, help="CPU threads for torch (>= 1).")
 @quiet_option
 def lifter(out: str, poses: tuple[str, ...], holdout_fraction: float, body_spec: str, samples: int, steps: int,
-           batch_size: int, lr: float, hidden: int, seed: int, threads: int | None, quiet: bool) -> None:
+           batch_size: int, lr: float, hidden: int, confidence_correlation: float | None, seed: int,
+           threads: int | None, quiet: bool) -> None:
     """Train the 2D-to-3D keypoint lifter (the `--init lifter` start) and write OUT.
 
     Mocap poses x random shapes x random photo cameras, corrupted like a detector's keypoints (BlazePose,
@@ -283,13 +286,18 @@ def lifter(out: str, poses: tuple[str, ...], holdout_fraction: float, body_spec:
             check_positive_int(name, v)
     if not 0 < holdout_fraction < 1:
         raise click.UsageError(f"--holdout-fraction must be in (0, 1), got {holdout_fraction}")
+    if confidence_correlation is not None and not 0 <= confidence_correlation <= 1:
+        raise click.UsageError(f"--confidence-correlation must be in [0, 1], got {confidence_correlation}")
     with torch_threads(threads):
-        _train_lifter(out, poses, holdout_fraction, body_spec, samples, steps, batch_size, lr, hidden, seed, quiet)
+        _train_lifter(out, poses, holdout_fraction, body_spec, samples, steps, batch_size, lr, hidden,
+                      confidence_correlation, seed, quiet)
 
 
 def _train_lifter(out: str, poses: tuple[str, ...], holdout_fraction: float, body_spec: str, samples: int,
-                  steps: int, batch_size: int, lr: float, hidden: int, seed: int, quiet: bool) -> None:
+                  steps: int, batch_size: int, lr: float, hidden: int, confidence_correlation: float | None,
+                  seed: int, quiet: bool) -> None:
     import time
+    from dataclasses import replace
 
     from neuralfit.body import load_body_model
     from neuralfit.io.atomic import save_json
@@ -302,6 +310,8 @@ def _train_lifter(out: str, poses: tuple[str, ...], holdout_fraction: float, bod
     body = load_body_model(body_spec)
     given = {"samples": samples, "steps": steps, "batch_size": batch_size, "lr": lr, "hidden": hidden}
     cfg = LifterTrainConfig(seed=seed, **{k: v for k, v in given.items() if v is not None})
+    if confidence_correlation is not None:
+        cfg = replace(cfg, keypoints=replace(cfg.keypoints, confidence_correlation=confidence_correlation))
     train_poses, held_poses = lifter_pose_sets(RegressorConfig(poses=tuple(poses), holdout_fraction=holdout_fraction))
     train_set = sample_photo_keypoint_set(body, train_poses, cfg.samples, 224, cfg.keypoints.photo, seed=seed + 1)
     held_set = sample_photo_keypoint_set(body, held_poses, cfg.heldout_samples, 224, cfg.keypoints.photo, seed=9001)

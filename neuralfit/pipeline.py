@@ -67,9 +67,10 @@ class FitImageConfig:
         flip_test: average each mediapipe detection (2D keypoints and 3D landmarks) with its answer on the
             mirrored person region; one more mediapipe call per person (``detect.mediapipe_pose.flip_averaged``).
         lift_blend: with ``init="mediapipe3d"``, the share of the keypoint lifter's 3D landmarks in the IK
-            target (0 = mediapipe's alone; ``neuralfit.photo.start.start_people``). 0.3, chosen on the real
-            multi-view benchmark (docs/real_benchmark.md): PA-MPJPE 61.9 -> 61.1 mm (front) and 103.0 -> 101.3
-            (back) against 0; the two 3D guesses err differently (the lifter is better at the hips).
+            target (0 = mediapipe's alone; ``neuralfit.photo.start.start_people``). 0.5, chosen on the real
+            multi-view benchmark's front person (docs/real_benchmark.md, session 11): with the lifter of
+            2026-12-03 (correlated training confidences, inputs capped at 0.3) 0.3 / 0.5 / 0.7 gave PA-MPJPE
+            (as BlazePose keypoints) 60.6 / 60.2 / 60.9 mm; the two 3D guesses err differently.
         hidden_from_parts: the network's part head also says where the body is hidden: its background
             probability on the person, mapped linearly from ``[lo, hi]`` to [0, 1] (clipped), becomes the
             fitter's ``FitBatch.hidden`` (``photo.steps.hidden_from_parts``). mediapipe's segmentation fills
@@ -92,7 +93,7 @@ class FitImageConfig:
     batch_size: int = 8
     max_people: int = 4
     flip_test: bool = True
-    lift_blend: float = 0.3
+    lift_blend: float = 0.5
     hidden_from_parts: tuple[float, float] | None = (0.35, 0.65)
     fit: FitConfig | None = None
     write_overlay: bool = True

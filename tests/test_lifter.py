@@ -50,6 +50,24 @@ def test_lifter_reads_the_focal_relative_to_the_person_size(free_body):
     assert not torch.allclose(model.lift(kp, f), model.lift(kp, f * 4), atol=1e-4)
 
 
+def test_lift_reads_detector_confidences_above_the_cap_as_the_cap(free_body):
+    """``max_input_confidence``: confidences 0.5 and 1 read the same (both are the cap, 0.3), one below the
+    cap is read as it is, and forward() (training) sees the raw value."""
+    model = _lifter(free_body)
+    assert model.config.max_input_confidence == 0.3
+    kp = _keypoints()
+    ok = kp[..., 2] > 0
+    hi, mid = kp.clone(), kp.clone()
+    hi[..., 2] = torch.where(ok, torch.ones_like(kp[..., 2]), kp[..., 2])
+    mid[..., 2] = torch.where(ok, torch.full_like(kp[..., 2], 0.5), kp[..., 2])
+    assert torch.equal(model.lift(hi), model.lift(mid))
+    low = hi.clone()
+    low[:, 0, 2] = 0.1
+    assert not torch.allclose(model.lift(low), model.lift(hi), atol=1e-6)
+    with torch.no_grad():
+        assert not torch.allclose(model(hi), model(mid), atol=1e-6)
+
+
 def test_flip_averaged_lift_is_exactly_mirror_symmetric(free_body):
     """lift(mirror(x)) = mirror(lift(x)) for any weights: the two passes are averaged with sides exchanged,
     so a mirrored photo gives the mirrored body (no left/right bias of the training survives)."""

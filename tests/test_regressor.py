@@ -75,6 +75,26 @@ def test_corruption_noise_follows_confidence_and_coco_pattern_drops_keypoints(fr
     assert (out[:, kept, 2] > 0).all()
 
 
+def test_correlated_confidences_share_a_per_sample_level(free_body, keypoint_sets):
+    names = list(free_body.keypoint_sets["spin24"].names)
+    kp = keypoint_sets["keypoints"].clone()
+    kp[..., 2] = 1.0
+    base = dict(noise_px=(3.0, 3.0), p_region=0.0, p_drop=0.0, p_outlier=0.0, p_coco_only=0.0)
+    spread = {}
+    for a in (0.0, 0.8):
+        out = corrupt_keypoints(kp, names, RES, RegressorConfig(confidence_correlation=a, **base),
+                                torch.Generator().manual_seed(0))
+        c = out[..., 2]
+        assert (c >= 0.15).all() and (c <= 1.0).all()
+        # Noise still scales as 1 / confidence.
+        z = (out[..., :2] - kp[..., :2]) * out[..., 2:3] / 3.0
+        assert abs(float(z.std()) - 1.0) < 0.05
+        spread[a] = float(c.std(dim=1).mean())
+    # Within a sample, confidence = 0.15 + 0.85 ((1 - a) u_j + a v): std 0.85 (1 - a) / sqrt(12) over joints,
+    # 0.245 independent and 0.049 at a = 0.8 (the sample std over 24 joints is ~2 % low).
+    assert abs(spread[0.0] - 0.245) < 0.02 and abs(spread[0.8] - 0.049) < 0.006
+
+
 def test_face_keypoints_are_hidden_when_the_face_looks_away(free_body, keypoint_sets):
     names = list(free_body.keypoint_sets["spin24"].names)
     kp = keypoint_sets["keypoints"].clone()

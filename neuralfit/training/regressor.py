@@ -91,6 +91,10 @@ class RegressorConfig:
         noise_px: range of the per-sample keypoint noise std at confidence 1 (crop pixels at 224 px, scaled
             with res); a keypoint of confidence c gets std noise / c. Measured on the default network's heatmaps
             (test-occluded): median error 4 px at confidence > 0.7, 10 px at 0.3-0.5, 19 px at 0.1-0.3.
+        confidence_correlation: share of each keypoint's confidence drawn once per sample (0 = every
+            keypoint's independently, uniform in [0.15, 1]). Independent draws never show the all-confident
+            keypoints of a clean view that mediapipe gives (median visibility 0.99 on the real benchmark), and the
+            lifter trained on them narrowed the shoulders of such inputs by a quarter (docs/network.md).
         p_region: chance of an occluded region per sample; region_size: its half-size / box size.
         p_drop / p_outlier: per keypoint chance of a dropped keypoint / a confident one in a random place.
         p_coco_only: chance that a sample has only the COCO keypoints.
@@ -110,6 +114,7 @@ class RegressorConfig:
     centre_jitter: float = 0.05
     p_truncation: float = 0.1
     noise_px: tuple[float, float] = (2.0, 4.5)
+    confidence_correlation: float = 0.0
     p_region: float = 0.5
     region_size: tuple[float, float] = (0.15, 0.4)
     p_drop: float = 0.08
@@ -214,7 +219,11 @@ def corrupt_keypoints(kp: torch.Tensor, names: list[str], res: int, config: Regr
     b, j, _ = kp.shape
     scale = res / 224.0
     uv, ok = kp[..., :2].clone(), kp[..., 2] > 0
-    conf = 0.15 + 0.85 * torch.rand(b, j, generator=gen)
+    u = torch.rand(b, j, generator=gen)
+    if cfg.confidence_correlation > 0:
+        # A real detector is sure of a clean view everywhere at once: share a per-sample level.
+        u = (1 - cfg.confidence_correlation) * u + cfg.confidence_correlation * torch.rand(b, 1, generator=gen)
+    conf = 0.15 + 0.85 * u
     sigma = (cfg.noise_px[0] + (cfg.noise_px[1] - cfg.noise_px[0]) * torch.rand(b, 1, 1, generator=gen)) * scale
     uv = uv + torch.randn(b, j, 2, generator=gen) * sigma / conf[..., None]
     hidden = torch.zeros(b, j, dtype=torch.bool)
