@@ -71,6 +71,11 @@ class FitImageConfig:
             multi-view benchmark's front person (docs/real_benchmark.md, session 11): with the lifter of
             2026-12-03 (correlated training confidences, inputs capped at 0.3) 0.3 / 0.5 / 0.7 gave PA-MPJPE
             (as BlazePose keypoints) 60.6 / 60.2 / 60.9 mm; the two 3D guesses err differently.
+        lift_blend_hidden: raises a person's blend toward the lifter when mediapipe is unsure of their limbs:
+            ``a + (1 - a) min(1, lift_blend_hidden x s)``, ``s`` the share of the 12 limb keypoints below
+            confidence 0.5. Under an occluder mediapipe's 3D follows the keypoints it hallucinates; the lifter
+            reads them capped at low confidence and leans on its mocap prior (docs/occlusion.md, session 11).
+            1.5, chosen on the real occluded benchmark's development frames; 0 = off.
         hidden_from_parts: the network's part head also says where the body is hidden: its background
             probability on the person, mapped linearly from ``[lo, hi]`` to [0, 1] (clipped), becomes the
             fitter's ``FitBatch.hidden`` (``photo.steps.hidden_from_parts``). mediapipe's segmentation fills
@@ -94,6 +99,7 @@ class FitImageConfig:
     max_people: int = 4
     flip_test: bool = True
     lift_blend: float = 0.5
+    lift_blend_hidden: float = 1.5
     hidden_from_parts: tuple[float, float] | None = (0.35, 0.65)
     fit: FitConfig | None = None
     write_overlay: bool = True
@@ -116,6 +122,8 @@ class FitImageConfig:
             raise NeuralfitError(f"max_people must be an integer >= 1, got {self.max_people!r}")
         if not 0.0 <= self.lift_blend <= 1.0:
             raise NeuralfitError(f"lift_blend must be in [0, 1], got {self.lift_blend}")
+        if not self.lift_blend_hidden >= 0.0:
+            raise NeuralfitError(f"lift_blend_hidden must be >= 0, got {self.lift_blend_hidden}")
         if self.hidden_from_parts is not None:
             lo, hi = (float(v) for v in self.hidden_from_parts)
             if not 0.0 <= lo < hi <= 1.0:
@@ -363,7 +371,7 @@ class ImageFitter:
         timer.lap("network")
         names = [Path(results[p.image_index].source).name for p in people]
         starts = steps.start_people(self.config.init, crops, people, names, self.body, self.prior, self.net, pred,
-                                    self.lifter, self.config.lift_blend)
+                                    self.lifter, self.config.lift_blend, self.config.lift_blend_hidden)
         timer.lap("start")
         fitted = steps.fit_all(self.method, crops, starts, pred, self.body, self.neural_model, self.prior,
                                self.fit_config, self.device)

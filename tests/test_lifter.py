@@ -210,6 +210,48 @@ def test_lift_blend_mixes_the_lifters_landmarks_into_the_mediapipe3d_target(free
     torch.testing.assert_close(seen[-1][0][0], w)
 
 
+def test_lift_blend_leans_on_the_lifter_when_limb_keypoints_are_unsure(free_body, monkeypatch):
+    """``lift_blend_hidden`` k: with a share s of the 12 limb keypoints below confidence 0.5 the blend is
+    a + (1 - a) min(1, k s); a person mediapipe saw whole keeps a."""
+    import neuralfit.init as init_pkg
+    from neuralfit.init.lift import lift_landmarks
+    from neuralfit.photo.start import StartInputs, hidden_limb_share, start_people
+
+    lifter = _lifter(free_body)
+    data = _exact_keypoints(free_body, 2)
+    names = list(free_body.keypoint_sets["spin24"].names)
+    clean = data["keypoints"][0].numpy().copy()
+    legs = clean.copy()
+    legs[[names.index(n) for n in ("left_knee", "right_knee", "left_ankle", "right_ankle")], 2] = 0.1
+    assert hidden_limb_share(free_body, clean, "spin24") == 0.0
+    assert hidden_limb_share(free_body, legs, "spin24") == pytest.approx(1 / 3)
+    world = np.concatenate([data["landmarks3d"][1].numpy(), np.full((33, 1), 0.9, np.float32)], 1)
+    seen = []
+
+    def spy(body, lm, conf, prior=None, config=None):
+        seen.append(lm.clone())
+        return real(body, lm, conf, prior=prior, config=config)
+
+    real = init_pkg.fit_world_landmarks
+    monkeypatch.setattr(init_pkg, "fit_world_landmarks", spy)
+    inputs = StartInputs(keypoints=[clean, legs], joint_sets=["spin24", "spin24"], world_landmarks=[world, world],
+                         image_names=[None, None], focal=np.array([500.0, 500.0]),
+                         principal_point=np.array([[112.0, 112.0]] * 2), boxes=np.array([[20, 20, 200, 200]] * 2))
+    start_people("mediapipe3d", inputs, free_body, lifter=lifter, lift_blend=0.3, lift_blend_hidden=1.5)
+    w = torch.as_tensor(world[:, :3])
+    for row, kp, a in ((0, clean, 0.3), (1, legs, 0.3 + 0.7 * 0.5)):
+        lifted, _ = lift_landmarks(lifter, free_body, kp[None], "spin24", 500.0)
+        torch.testing.assert_close(seen[-1][row], (1 - a) * w + a * lifted[0], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("value", [-0.5, float("nan")])
+def test_negative_lift_blend_hidden_is_refused(value):
+    from neuralfit.pipeline import FitImageConfig
+
+    with pytest.raises(NeuralfitError, match="lift_blend_hidden"):
+        FitImageConfig(lift_blend_hidden=value)
+
+
 @pytest.mark.parametrize("value", [-0.1, 1.5, float("nan")])
 def test_lift_blend_outside_zero_one_is_refused(value):
     from neuralfit.pipeline import FitImageConfig

@@ -84,12 +84,13 @@ class StartInputs:
 
 
 def start_people(init: str, inputs: StartInputs, body, prior=None, net=None, lifter=None,
-                 lift_blend: float = 0.0) -> list[PersonStart]:
+                 lift_blend: float = 0.0, lift_blend_hidden: float = 0.0) -> list[PersonStart]:
     """Each person's start (see the module docstring for the sources and their fallbacks).
 
     ``lift_blend`` > 0 (with ``init="mediapipe3d"`` and a lifter): the IK target is mediapipe's landmarks
     times ``1 - lift_blend`` plus the lifter's landmarks times ``lift_blend``, where the lifter has enough
-    keypoints.
+    keypoints. ``lift_blend_hidden`` = k raises a person's share to ``a + (1 - a) min(1, k s)``, ``s`` the share of
+    their 12 limb keypoints below confidence 0.5 (:func:`hidden_limb_share`).
     """
     P = len(inputs.keypoints)
     raw: list[tuple[StartParams, str, bool] | None] = [None] * P
@@ -100,7 +101,7 @@ def start_people(init: str, inputs: StartInputs, body, prior=None, net=None, lif
 
             lm = torch.tensor(np.stack([inputs.world_landmarks[j] for j in rows]), dtype=torch.float32)
             if lifter is not None and lift_blend > 0:
-                lm = _blend_lifted(lifter, body, inputs, rows, lm, lift_blend)
+                lm = _blend_lifted(lifter, body, inputs, rows, lm, lift_blend, lift_blend_hidden)
             dev = body.faces.device
             sp = fit_world_landmarks(body, lm[..., :3].to(dev), lm[..., 3].to(dev), prior=prior)
             for r, j in enumerate(rows):
@@ -157,7 +158,24 @@ def _from_lifter(net, body, inputs: StartInputs, raw: list) -> None:
                                   _betas10(smpl["betas"][r:r + 1])), "lifter", True)
 
 
-def _blend_lifted(lifter, body, inputs: StartInputs, rows: list[int], lm: torch.Tensor, a: float) -> torch.Tensor:
+#: The 12 limb joints (spin24 names) whose keypoint confidences say how much of a person mediapipe saw.
+LIMB_KEYPOINTS = ("left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
+                  "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle")
+
+
+def hidden_limb_share(body, keypoints: np.ndarray, joint_set: str, below: float = 0.5) -> float:
+    """Share of the 12 limb keypoints (transferred to spin24) with confidence below ``below``; a keypoint
+    the set does not have counts as hidden."""
+    from neuralfit.body.keypoints import transfer_keypoints
+
+    dst = body.keypoint_sets["spin24"]
+    kp = transfer_keypoints(np.asarray(keypoints, np.float32), body.keypoint_sets[joint_set], dst)
+    conf = np.nan_to_num(kp[[list(dst.names).index(n) for n in LIMB_KEYPOINTS], 2])
+    return float((conf < below).mean())
+
+
+def _blend_lifted(lifter, body, inputs: StartInputs, rows: list[int], lm: torch.Tensor, a: float,
+                  k_hidden: float = 0.0) -> torch.Tensor:
     from neuralfit.init.lift import lift_landmarks
 
     out = lm.clone()
@@ -167,7 +185,9 @@ def _blend_lifted(lifter, body, inputs: StartInputs, rows: list[int], lm: torch.
         lifted, ok = lift_landmarks(lifter, body, inputs.keypoints[j][None], inputs.joint_sets[j],
                                     float(inputs.focal[j]))
         if ok[0]:
-            out[r, :, :3] = (1 - a) * lm[r, :, :3] + a * lifted[0]
+            s = hidden_limb_share(body, inputs.keypoints[j], inputs.joint_sets[j]) if k_hidden > 0 else 0.0
+            ar = a + (1 - a) * min(1.0, k_hidden * s)
+            out[r, :, :3] = (1 - ar) * lm[r, :, :3] + ar * lifted[0]
     return out
 
 

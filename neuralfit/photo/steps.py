@@ -141,7 +141,8 @@ def hidden_from_parts(crops: list[PersonCrop], pred, value_range: tuple[float, f
 
 
 def start_people(init: str, crops: list[PersonCrop], people: list[Person], image_names: list[str | None],
-                 body, prior, net, pred, lifter=None, lift_blend: float = 0.0) -> list[PersonStart]:
+                 body, prior, net, pred, lifter=None, lift_blend: float = 0.0,
+                 lift_blend_hidden: float = 0.0) -> list[PersonStart]:
     """Each person's start placed in their crop camera (:func:`neuralfit.photo.start.start_people`)."""
     from neuralfit.photo import start
 
@@ -151,7 +152,8 @@ def start_people(init: str, crops: list[PersonCrop], people: list[Person], image
         world_landmarks=[p.world_landmarks for p in people], image_names=image_names,
         focal=np.array([c.focal for c in crops]), principal_point=np.stack([c.principal_point for c in crops]),
         boxes=np.stack([c.box for c in crops]), prediction=pred)
-    return start.start_people(init, inputs, body, prior=prior, net=net, lifter=lifter, lift_blend=lift_blend)
+    return start.start_people(init, inputs, body, prior=prior, net=net, lifter=lifter, lift_blend=lift_blend,
+                              lift_blend_hidden=lift_blend_hidden)
 
 
 def _keypoints_of(c: PersonCrop, pred, j: int) -> tuple[np.ndarray | None, str | None]:
