@@ -270,16 +270,18 @@ def test_cli_max_people_reaches_the_config(tmp_path: Path, photos, capsys, monke
 def test_cli_lifter_and_lift_blend_reach_the_fitter(tmp_path: Path, photos, capsys, monkeypatch, fake_fitter):
     lifter = tmp_path / "my_lifter.pt"
     lifter.write_bytes(b"read by the fitter, not here")
-    code, err = run_cli(["fit", *photos, "--out", tmp_path / "out", "--lifter", lifter, "--lift-blend", "0", "-q"],
-                        capsys, monkeypatch)
+    code, err = run_cli(["fit", *photos, "--out", tmp_path / "out", "--lifter", lifter, "--lift-blend", "0",
+                         "--lift-blend-hidden", "0", "-q"], capsys, monkeypatch)
     assert code == 0, err
     assert fake_fitter.calls[0]["config"].lift_blend == 0.0
+    assert fake_fitter.calls[0]["config"].lift_blend_hidden == 0.0
     assert fake_fitter.calls[0]["kwargs"] == {"lifter": lifter}
     code, err = run_cli(["fit", *photos, "--out", tmp_path / "out2", "-q"], capsys, monkeypatch)
     assert code == 0, err
     from neuralfit.pipeline import FitImageConfig
 
     assert fake_fitter.calls[1]["config"].lift_blend == FitImageConfig().lift_blend
+    assert fake_fitter.calls[1]["config"].lift_blend_hidden == FitImageConfig().lift_blend_hidden
     assert fake_fitter.calls[1]["kwargs"] == {}
 
 
