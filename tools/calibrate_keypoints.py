@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from neuralfit.body.keypoints import _J, BLAZEPOSE33, LANDMARK_NAMES
+from neuralfit.body.keypoints import _J, BLAZEPOSE33, LANDMARK_NAMES, LIMB12_NAMES
 from neuralfit.data.synth import SynthConfig, SynthEngine, load_body
 from neuralfit.detect import PersonDetector
 from neuralfit.io.atomic import save_json, save_npz
@@ -74,7 +74,7 @@ BP_NAMES = [n for n, _ in BLAZEPOSE33]
 #: Columns of the measured ``points`` array: the 24 joints, then the surface landmarks.
 POINT_NAMES = list(_J) + LANDMARK_NAMES
 #: Keypoints that decide whether mediapipe saw the right pose (the limbs).
-LIMBS = [f"{s}_{j}" for j in ("shoulder", "elbow", "wrist", "hip", "knee", "ankle") for s in ("left", "right")]
+LIMBS = list(LIMB12_NAMES)
 MIN_CONFIDENCE = 0.7
 HUBER_M = 0.02
 OUTLIER_M = 0.08

@@ -16,6 +16,13 @@ import torch
 
 from neuralfit.errors import NeuralfitError
 
+#: The 12 limb joints (shoulders, elbows, wrists, hips, knees, ankles; left first) by their BlazePose /
+#: spin24 keypoint names: what the real benchmarks score, the lifter validates on and the start counts.
+LIMB12_NAMES: tuple[str, ...] = (
+    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
+    "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle",
+)  # fmt: skip
+
 #: Surface landmarks every body tries to define (order fixed; index into ``[joints; landmarks]`` is 24 + i).
 LANDMARK_NAMES: list[str] = [
     "nose", "leye", "reye", "lear", "rear", "mouth_l", "mouth_r", "head_top", "chin",

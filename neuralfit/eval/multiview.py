@@ -19,13 +19,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from neuralfit.body.keypoints import LIMB12_NAMES  # noqa: F401 - the 12 limb joints scored; callers import it here
 from neuralfit.errors import NeuralfitError
-
-#: The 12 limb joints scored, left first: shoulders, elbows, wrists, hips, knees, ankles.
-LIMB12_NAMES: tuple[str, ...] = (
-    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
-    "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle",
-)  # fmt: skip
 #: BlazePose-33 indices of :data:`LIMB12_NAMES`.
 BLAZEPOSE_LIMB12: tuple[int, ...] = (11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28)
 #: SMPL-24 indices of :data:`LIMB12_NAMES`.

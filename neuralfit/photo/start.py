@@ -158,19 +158,14 @@ def _from_lifter(net, body, inputs: StartInputs, raw: list) -> None:
                                   _betas10(smpl["betas"][r:r + 1])), "lifter", True)
 
 
-#: The 12 limb joints (spin24 names) whose keypoint confidences say how much of a person mediapipe saw.
-LIMB_KEYPOINTS = ("left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
-                  "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle")
-
-
 def hidden_limb_share(body, keypoints: np.ndarray, joint_set: str, below: float = 0.5) -> float:
     """Share of the 12 limb keypoints (transferred to spin24) with confidence below ``below``; a keypoint
     the set does not have counts as hidden."""
-    from neuralfit.body.keypoints import transfer_keypoints
+    from neuralfit.body.keypoints import LIMB12_NAMES, transfer_keypoints
 
     dst = body.keypoint_sets["spin24"]
     kp = transfer_keypoints(np.asarray(keypoints, np.float32), body.keypoint_sets[joint_set], dst)
-    conf = np.nan_to_num(kp[[list(dst.names).index(n) for n in LIMB_KEYPOINTS], 2])
+    conf = np.nan_to_num(kp[[list(dst.names).index(n) for n in LIMB12_NAMES], 2])
     return float((conf < below).mean())
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from neuralfit.body.keypoints import LIMB12_NAMES
 from neuralfit.training.regressor import RegressorConfig
 from neuralfit.training.regressor_data import PhotoCameraConfig
 
@@ -28,9 +29,6 @@ from neuralfit.training.regressor_data import PhotoCameraConfig
 #: they are off by default: pass ``PhotoCameraConfig(**LIMB_SCALES)`` to try them.
 LIMB_SCALES = {"leg_scale": (0.72, 1.05), "arm_scale": (0.85, 1.05), "shoulder_scale": (0.82, 1.02)}
 
-#: The 12 limb keypoints of the real benchmark (shoulders, elbows, wrists, hips, knees, ankles).
-LIMBS = ("left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
-         "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle")
 
 
 @dataclass
@@ -69,7 +67,7 @@ def limb_pa_mpjpe(pred: torch.Tensor, target: torch.Tensor, names: tuple[str, ..
     """(B,) PA-MPJPE in mm over the 12 limb keypoints of (B, 33, 3) metre landmarks."""
     from neuralfit.eval.metrics import pa_mpjpe
 
-    idx = [names.index(k) for k in LIMBS]
+    idx = [names.index(k) for k in LIMB12_NAMES]
     return pa_mpjpe(pred[:, idx] * 1000, target[:, idx] * 1000)
 
 
