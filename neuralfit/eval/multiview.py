@@ -21,6 +21,7 @@ import numpy as np
 
 from neuralfit.body.keypoints import LIMB12_NAMES  # noqa: F401 - the 12 limb joints scored; callers import it here
 from neuralfit.errors import NeuralfitError
+
 #: BlazePose-33 indices of :data:`LIMB12_NAMES`.
 BLAZEPOSE_LIMB12: tuple[int, ...] = (11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28)
 #: SMPL-24 indices of :data:`LIMB12_NAMES`.
