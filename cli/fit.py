@@ -69,6 +69,9 @@ EXIT_SOME_FAILED = 3
 @click.option("--lift-blend-hidden", type=float, default=None, metavar="K",
               help="Raise a person's lifter share by (1 - A) min(1, K s), s the share of their 12 limb keypoints "
                    "below confidence 0.5 (0 = off; default: FitImageConfig.lift_blend_hidden, docs/init.md).")
+@click.option("--unsure-hidden", type=float, default=None, metavar="K",
+              help="In the 2D fit, weight a person's keypoints below confidence 0.5 by 1 - min(1, K s) (0 = off; "
+                   "default: FitImageConfig.unsure_hidden, docs/occlusion.md).")
 @click.option("--focal", type=float, default=None,
               help="The photos' focal length in pixels (default: EXIF, else the image diagonal).")
 @click.option("--fov", type=float, default=None, help="The photos' horizontal field of view in degrees (instead of --focal).")
@@ -84,7 +87,7 @@ EXIT_SOME_FAILED = 3
 def fit(images: tuple[Path, ...], out: Path, body_spec: str, prior: str, network: Path | None,
         neural_model: Path | None, keypoints: Path | None, bbox: str | None, boxes_file: Path | None,
         max_people: int | None, device: str, method: str | None, init: str, lifter: Path | None,
-        lift_blend: float | None, lift_blend_hidden: float | None, focal: float | None,
+        lift_blend: float | None, lift_blend_hidden: float | None, unsure_hidden: float | None, focal: float | None,
         fov: float | None, settings: tuple[str, ...], batch_size: int, threads: int,
         no_overlay: bool, overwrite: bool, quiet: bool) -> None:
     """Fit SMPL-format bodies to the people in IMAGE(s), in each photo's own camera.
@@ -103,6 +106,8 @@ def fit(images: tuple[Path, ...], out: Path, body_spec: str, prior: str, network
         extra["lift_blend"] = lift_blend
     if lift_blend_hidden is not None:
         extra["lift_blend_hidden"] = lift_blend_hidden
+    if unsure_hidden is not None:
+        extra["unsure_hidden"] = unsure_hidden
     cfg = FitImageConfig(method=method, init=init, focal=focal, fov=fov, batch_size=batch_size,
                          write_overlay=not no_overlay, fit=FitConfig.photo().with_settings(settings), **extra)
     with torch_threads(threads):

@@ -76,6 +76,12 @@ class FitImageConfig:
             confidence 0.5. Under an occluder mediapipe's 3D follows the keypoints it hallucinates; the lifter
             reads them capped at low confidence and leans on its mocap prior (docs/occlusion.md, session 11).
             1.5, chosen on the real occluded benchmark's development frames; 0 = off.
+        unsure_hidden: the same cue in the 2D fit: a person's keypoints below confidence 0.5 get weight
+            ``1 - min(1, unsure_hidden x s)`` (``photo.steps.fit_all``). Under an occluder the fit otherwise
+            drags the start's (lifter-led) hidden limbs onto the keypoints mediapipe guesses for them; one or
+            two unsure limbs of a clean photo (far-side, self-occluded) keep most of their weight. 3, chosen on
+            the real occluded benchmark's development frames over 0 / 1.5 / 3 / 6 (docs/occlusion.md, session
+            12): 6 cost the clean front person 1.5 mm; 0 = off.
         hidden_from_parts: the network's part head also says where the body is hidden: its background
             probability on the person, mapped linearly from ``[lo, hi]`` to [0, 1] (clipped), becomes the
             fitter's ``FitBatch.hidden`` (``photo.steps.hidden_from_parts``). mediapipe's segmentation fills
@@ -100,6 +106,7 @@ class FitImageConfig:
     flip_test: bool = True
     lift_blend: float = 0.5
     lift_blend_hidden: float = 1.5
+    unsure_hidden: float = 3.0
     hidden_from_parts: tuple[float, float] | None = (0.35, 0.65)
     fit: FitConfig | None = None
     write_overlay: bool = True
@@ -124,6 +131,8 @@ class FitImageConfig:
             raise NeuralfitError(f"lift_blend must be in [0, 1], got {self.lift_blend}")
         if not self.lift_blend_hidden >= 0.0:
             raise NeuralfitError(f"lift_blend_hidden must be >= 0, got {self.lift_blend_hidden}")
+        if not self.unsure_hidden >= 0.0:
+            raise NeuralfitError(f"unsure_hidden must be >= 0, got {self.unsure_hidden}")
         if self.hidden_from_parts is not None:
             lo, hi = (float(v) for v in self.hidden_from_parts)
             if not 0.0 <= lo < hi <= 1.0:
@@ -374,7 +383,7 @@ class ImageFitter:
                                     self.lifter, self.config.lift_blend, self.config.lift_blend_hidden)
         timer.lap("start")
         fitted = steps.fit_all(self.method, crops, starts, pred, self.body, self.neural_model, self.prior,
-                               self.fit_config, self.device)
+                               self.fit_config, self.device, self.config.unsure_hidden)
         timer.lap("fit")
         for ii, r in enumerate(results):
             members = [j for j, p in enumerate(people) if p.image_index == ii]

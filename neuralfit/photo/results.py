@@ -25,6 +25,8 @@ class PersonFit:
         start: where the fit started (``neuralfit.photo.start``: mediapipe3d, lifter, network, file, mean).
         occlusion: (h, w) occlusion posterior over the crop's feature map, or None.
         keypoint_outlier: (J,) posterior p(outlier) of each fitted keypoint (NaN: not observed), or None.
+        unsure_keypoint_weight: the weight the 2D fit gave this person's keypoints below confidence 0.5
+            (``FitImageConfig.unsure_hidden``; 1 = as detected).
         observations: what the fit's 2D keypoints came from: ``keypoints`` (mediapipe or the keypoint file),
             ``network`` (the network's heatmaps inside a ``--bbox`` where mediapipe found nobody), or ``none``.
     """
@@ -48,6 +50,7 @@ class PersonFit:
     start: str = ""
     occlusion: np.ndarray | None = field(default=None, repr=False)
     keypoint_outlier: np.ndarray | None = None
+    unsure_keypoint_weight: float = 1.0
     observations: str = "keypoints"
 
 

@@ -37,6 +37,9 @@ INITS = ("mediapipe3d", "lifter", "network")
 #: A transferred detection needs this many keypoints for the lifter (its training kept >= 6).
 _LIFTER_MIN_KEYPOINTS = 6
 
+#: A keypoint below this confidence counts as unsure: hidden, guessed, or (in a clean photo) a far-side limb.
+UNSURE_CONFIDENCE = 0.5
+
 
 def check_init(init: str) -> str:
     """``mediapipe3d``, ``lifter``, ``network`` or an existing ``.npz`` path."""
@@ -158,7 +161,7 @@ def _from_lifter(net, body, inputs: StartInputs, raw: list) -> None:
                                   _betas10(smpl["betas"][r:r + 1])), "lifter", True)
 
 
-def hidden_limb_share(body, keypoints: np.ndarray, joint_set: str, below: float = 0.5) -> float:
+def hidden_limb_share(body, keypoints: np.ndarray, joint_set: str, below: float = UNSURE_CONFIDENCE) -> float:
     """Share of the 12 limb keypoints (transferred to spin24) with confidence below ``below``; a keypoint
     the set does not have counts as hidden."""
     from neuralfit.body.keypoints import LIMB12_NAMES, transfer_keypoints
@@ -167,6 +170,15 @@ def hidden_limb_share(body, keypoints: np.ndarray, joint_set: str, below: float 
     kp = transfer_keypoints(np.asarray(keypoints, np.float32), body.keypoint_sets[joint_set], dst)
     conf = np.nan_to_num(kp[[list(dst.names).index(n) for n in LIMB12_NAMES], 2])
     return float((conf < below).mean())
+
+
+def hidden_weight(body, keypoints: np.ndarray | None, joint_set: str | None, k: float) -> float:
+    """``min(1, k s)``, ``s`` = :func:`hidden_limb_share`: how occluded a person looks, 0 (every limb keypoint
+    sure, or ``k = 0``) to 1. One or two unsure limbs are mostly self-occlusion in a clean photo; half of
+    them unsure is an occluder. 0 without keypoints of a set the body knows."""
+    if k <= 0 or keypoints is None or joint_set not in body.keypoint_sets:
+        return 0.0
+    return min(1.0, k * hidden_limb_share(body, keypoints, joint_set))
 
 
 def _blend_lifted(lifter, body, inputs: StartInputs, rows: list[int], lm: torch.Tensor, a: float,
@@ -180,8 +192,7 @@ def _blend_lifted(lifter, body, inputs: StartInputs, rows: list[int], lm: torch.
         lifted, ok = lift_landmarks(lifter, body, inputs.keypoints[j][None], inputs.joint_sets[j],
                                     float(inputs.focal[j]))
         if ok[0]:
-            s = hidden_limb_share(body, inputs.keypoints[j], inputs.joint_sets[j]) if k_hidden > 0 else 0.0
-            ar = a + (1 - a) * min(1.0, k_hidden * s)
+            ar = a + (1 - a) * hidden_weight(body, inputs.keypoints[j], inputs.joint_sets[j], k_hidden)
             out[r, :, :3] = (1 - ar) * lm[r, :, :3] + ar * lifted[0]
     return out
 

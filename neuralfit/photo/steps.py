@@ -63,6 +63,7 @@ class FittedPerson:
     occlusion: np.ndarray | None = None
     occlusion_fraction: float = 0.0
     keypoint_outlier: np.ndarray | None = None  # (J,) p(outlier) per keypoint, NaN = not observed
+    unsure_weight: float = 1.0  # weight of the keypoints below UNSURE_CONFIDENCE in the fit (fit_all)
 
 
 def crop_people(pics: list, people: list[Person], results: list[ImageFit], res: int, padding: float,
@@ -166,14 +167,26 @@ def _keypoints_of(c: PersonCrop, pred, j: int) -> tuple[np.ndarray | None, str |
 
 
 def fit_all(method: str, crops: list[PersonCrop], starts: list[PersonStart], pred, body, neural_model, prior,
-            config, device: str) -> list[FittedPerson]:
-    """Fit everyone: one batch per (joint set, needs a second hypothesis), through ``fit_batch``."""
+            config, device: str, unsure_hidden: float = 0.0) -> list[FittedPerson]:
+    """Fit everyone: one batch per (joint set, needs a second hypothesis), through ``fit_batch``.
+
+    ``unsure_hidden`` = k: a person's keypoints below :data:`~neuralfit.photo.start.UNSURE_CONFIDENCE` are
+    weighted by ``1 - min(1, k s)`` in the 2D fit (:func:`~neuralfit.photo.start.hidden_weight`), so the
+    keypoints of an occluded person's hidden limbs (mediapipe guesses them) are left to the start.
+    """
     from neuralfit.fitting import Fitter
     from neuralfit.fitting.inputs import Observations, fit_batch
+    from neuralfit.photo.start import UNSURE_CONFIDENCE, hidden_weight
 
     kps = [_keypoints_of(c, pred, j) for j, c in enumerate(crops)]
     if method == "regressor":
         return [_fitted_from_start(s, kps[j][1]) for j, s in enumerate(starts)]
+    unsure_weight = [1.0 - hidden_weight(body, kp, js, unsure_hidden) for kp, js in kps]
+    for j, (kp, js) in enumerate(kps):
+        if kp is not None and unsure_weight[j] < 1.0:
+            kp = kp.copy()
+            kp[kp[:, 2] < UNSURE_CONFIDENCE, 2] *= unsure_weight[j]
+            kps[j] = (kp, js)
     groups: dict[tuple[str | None, bool], list[int]] = {}
     for j, s in enumerate(starts):
         groups.setdefault((kps[j][1], s.knows_facing), []).append(j)
@@ -221,7 +234,7 @@ def fit_all(method: str, crops: list[PersonCrop], starts: list[PersonStart], pre
                 int(res.hypothesis[b]) if res.hypothesis is not None else 0,
                 None if res.occlusion is None else res.occlusion[b].float().cpu().numpy(),
                 float(res.occlusion_fraction[b]) if res.occlusion_fraction is not None else 0.0,
-                None if outlier is None else outlier[b])
+                None if outlier is None else outlier[b], unsure_weight[j])
     return out  # type: ignore[return-value]
 
 
@@ -276,7 +289,7 @@ def finish_image(pic: np.ndarray, r: ImageFit, people: list[Person], crops: list
             scale=float(c.crop.scale), keypoints=p.keypoints, joint_set=p.joint_set if p.keypoints is not None
             else None, keypoints_fit=kp_fit, loss=fit.loss, terms=fit.terms, hypothesis=fit.hypothesis,
             occlusion_fraction=fit.occlusion_fraction, start=s.source, occlusion=fit.occlusion,
-            keypoint_outlier=fit.keypoint_outlier,
+            keypoint_outlier=fit.keypoint_outlier, unsure_keypoint_weight=fit.unsure_weight,
             # No detected keypoints: a --bbox where mediapipe found nobody, fitted to the network's heatmaps.
             observations="keypoints" if p.keypoints is not None else "network"))
         if fit.occlusion is not None and occ_img is not None:

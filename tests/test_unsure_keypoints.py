@@ -1,0 +1,89 @@
+"""``FitImageConfig.unsure_hidden``: an occluded person's unsure keypoints are left to the start in the 2D fit
+(``photo.steps.fit_all``), a person seen whole is fitted as before."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from neuralfit.errors import NeuralfitError
+
+RES = 224
+FOCAL = 600.0
+
+
+def _person(body):
+    """A posed body 6 m in front of a 224-px crop camera, its exact spin24 keypoints (confidence 0.9) and a
+    start at the truth."""
+    from neuralfit.init.types import StartParams
+    from neuralfit.photo.outputs import project_points
+
+    torch.manual_seed(0)
+    pose = 0.15 * torch.randn(1, 69)
+    orient, transl = torch.tensor([[np.pi, 0.0, 0.0]]), torch.tensor([[0.0, 0.2, 6.0]])
+    with torch.no_grad():
+        posed = body(betas=torch.zeros(1, 10), global_orient=orient, body_pose=pose, transl=transl)
+        k3 = body.keypoints(posed, "spin24")[0].numpy().astype(np.float64)
+    uv = project_points(k3, FOCAL, np.array([RES / 2, RES / 2]))
+    kp = np.concatenate([uv, np.full((len(uv), 1), 0.9)], 1).astype(np.float32)
+    kp[~body.keypoint_sets["spin24"].valid.numpy()] = 0.0
+    return kp, StartParams(orient, pose, torch.zeros(1, 10), transl)
+
+
+def _fit(body, kps: list[np.ndarray], start, k: float):
+    from neuralfit.fitting import FitConfig
+    from neuralfit.photo.people import Crop
+    from neuralfit.photo.start import PersonStart
+    from neuralfit.photo.steps import PersonCrop, fit_all
+
+    crops = [PersonCrop(Crop(np.array([RES / 2, RES / 2]), 1.0, RES), kp, "spin24", None, FOCAL,
+                        np.array([RES / 2, RES / 2]), np.array([20.0, 10.0, 200.0, 214.0])) for kp in kps]
+    starts = [PersonStart(start, "mediapipe3d", True) for _ in kps]
+    cfg = FitConfig.photo(stage1_iters=5, stage2_iters=30)
+    return fit_all("keypoints", crops, starts, None, body, None, None, cfg, "cpu", unsure_hidden=k)
+
+
+def test_an_occluded_persons_unsure_keypoints_stop_dragging_the_fit(free_body):
+    """Half the limb keypoints (the legs) unsure (0.3) and 40 px off: with k = 2, min(1, 2 x 0.5) = 1, so they
+    get weight 0 and the fit equals the fit with them removed, while with k = 0 they pull the legs; a person
+    with every keypoint sure (s = 0) is fitted the same for any k."""
+    names = list(free_body.keypoint_sets["spin24"].names)
+    legs = [names.index(f"{s}_{j}") for s in ("left", "right") for j in ("hip", "knee", "ankle")]
+    clean, start = _person(free_body)
+    occluded = clean.copy()
+    occluded[legs, 0] += 40.0
+    occluded[legs, 2] = 0.3
+    removed = occluded.copy()
+    removed[legs, 2] = 0.0
+
+    off, on = _fit(free_body, [occluded, clean], start, 0.0), _fit(free_body, [occluded, clean], start, 2.0)
+    ref = _fit(free_body, [removed], start, 0.0)[0]
+    assert on[0].unsure_weight == 0.0 and off[0].unsure_weight == 1.0 and on[1].unsure_weight == 1.0
+    np.testing.assert_allclose(on[0].body_pose, ref.body_pose, atol=1e-6)
+    np.testing.assert_allclose(on[0].transl, ref.transl, atol=1e-6)
+    np.testing.assert_allclose(on[1].body_pose, off[1].body_pose, atol=1e-6)
+    # The dragged fit really moved: its legs' joints (SMPL hips, knees: body_pose rows 0-4) left the truth more.
+    drag = np.abs(off[0].body_pose[:15] - start.body_pose[0, :15].numpy()).max()
+    kept = np.abs(on[0].body_pose[:15] - start.body_pose[0, :15].numpy()).max()
+    assert drag > kept + 0.02
+
+
+def test_hidden_weight_is_the_clipped_share_of_unsure_limbs(free_body):
+    from neuralfit.photo.start import hidden_weight
+
+    kp, _ = _person(free_body)
+    names = list(free_body.keypoint_sets["spin24"].names)
+    kp[[names.index("left_knee"), names.index("left_ankle"), names.index("right_wrist")], 2] = 0.2
+    assert hidden_weight(free_body, kp, "spin24", 1.5) == pytest.approx(1.5 * 3 / 12)
+    assert hidden_weight(free_body, kp, "spin24", 10.0) == 1.0
+    assert hidden_weight(free_body, kp, "spin24", 0.0) == 0.0
+    assert hidden_weight(free_body, None, None, 1.5) == 0.0
+
+
+@pytest.mark.parametrize("value", [-1.0, float("nan")])
+def test_negative_unsure_hidden_is_refused(value):
+    from neuralfit.pipeline import FitImageConfig
+
+    with pytest.raises(NeuralfitError, match="unsure_hidden"):
+        FitImageConfig(unsure_hidden=value)
