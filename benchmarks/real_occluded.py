@@ -59,7 +59,14 @@ def main(argv: list[str] | None = None) -> int:
     from neuralfit.eval.real_data import PEOPLE, build_set, find_demo, load_frame
     from neuralfit.eval.real_methods import Runner, parse_selection, unsupported
     from neuralfit.eval.real_occluders import PLACEMENTS, Occluder, adv_candidates, place, worst_position
-    from neuralfit.eval.real_report import item_tag, method_folder, occluded_table, run_method, score_rows
+    from neuralfit.eval.real_report import (
+        hidden_joint_table,
+        item_tag,
+        method_folder,
+        occluded_table,
+        run_method,
+        score_rows,
+    )
     from neuralfit.io.atomic import atomic_path, save_npz
 
     placements = args.placement or list(PLACEMENTS)
@@ -88,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             frame_of[key] = load_frame(cache / "data", it.frame, it.view)
         return frame_of[key]
 
-    skipped, tables, grid_lost = [], {}, {}
+    skipped, tables, grid_lost, covered = [], {}, {}, {}
     try:
         for pi, placement in enumerate(placements):
             occ: dict[str, Occluder] = {}
@@ -135,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
                 res_c = run_method(spec, items, runner, method_folder(cache / "fits", spec, args.set, tag), clean,
                                    desc=f"clean {spec.name}")
                 clean_rows[spec.name] = score_rows(items, res_c, rset)
-            hidden = [_hidden(occ[item_tag(it)], it) for it in items]
+            covered[placement] = {item_tag(it): _covered(occ[item_tag(it)], it) for it in items}
+            hidden = [float(c.sum()) for c in covered[placement].values()]
             tables[placement] = (per_method, clean_rows, float(np.mean(hidden)) if hidden else float("nan"))
     finally:
         runner.close()
@@ -144,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [f"Command: `{cmd}` ({os.cpu_count()} CPU cores, {time.strftime('%Y-%m-%d %H:%M')}, "
              f"{time.time() - t0:.0f} s; fit cache tag {tag}); {len(items)} person-views per placement "
              f"(frames {sorted(pick)}); textures: {'interior photos' if len(bank) else 'procedural'}", "", *skipped, "",
-             occluded_table(tables, people), ""]
+             occluded_table(tables, people), "", hidden_joint_table(tables, covered, people), ""]
     if "adv" in grid_lost:
         lines.append(f"adv: mediapipe found nobody at {100 * np.nanmean(grid_lost['adv']):.0f} % of the 20 grid "
                      "positions (mean over person-views); the worst position where it still found the person is used.")
@@ -156,15 +164,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _hidden(o, it) -> float:
-    """How many of the 12 limb joints (the person's 2D keypoints in this view) the occluder covers."""
+def _covered(o, it) -> np.ndarray:
+    """(12,) bool: the limb joints (the person's 2D keypoints in this view) the occluder covers."""
     from neuralfit.eval.multiview import BLAZEPOSE_LIMB12
 
     kp = it.keypoints[list(BLAZEPOSE_LIMB12), :2]
     covered = np.zeros(len(kp), bool)
     for x0, y0, x1, y1 in o.rects:
         covered |= (kp[:, 0] >= x0) & (kp[:, 0] < x1) & (kp[:, 1] >= y0) & (kp[:, 1] < y1)
-    return float(covered.sum())
+    return covered
 
 
 if __name__ == "__main__":

@@ -69,6 +69,13 @@ EXIT_SOME_FAILED = 3
 @click.option("--lift-blend-hidden", type=float, default=None, metavar="K",
               help="Raise a person's lifter share by (1 - A) min(1, K s), s the share of their 12 limb keypoints "
                    "below confidence 0.5 (0 = off; default: FitImageConfig.lift_blend_hidden, docs/init.md).")
+@click.option("--lift-blend-inconsistent", default=None, metavar="R0,R1|off",
+              help="Raise it further, to the lifter's alone, as mediapipe's 3D landmarks stop projecting onto its "
+                   "2D keypoints (residual from R0 to R1 of the person's size; default: "
+                   "FitImageConfig.lift_blend_inconsistent, docs/init.md).")
+@click.option("--inconsistent-keypoints", type=float, default=None, metavar="C",
+              help="Weight the keypoint terms of such a person by 1 - min(1, C w), w that inconsistency from 0 to 1 "
+                   "(0 = off; default: FitImageConfig.inconsistent_keypoints, docs/occlusion.md).")
 @click.option("--unsure-hidden", type=float, default=None, metavar="K",
               help="In the 2D fit, weight a person's keypoints below confidence 0.5 by 1 - min(1, K s) (0 = off; "
                    "default: FitImageConfig.unsure_hidden, docs/occlusion.md).")
@@ -87,7 +94,8 @@ EXIT_SOME_FAILED = 3
 def fit(images: tuple[Path, ...], out: Path, body_spec: str, prior: str, network: Path | None,
         neural_model: Path | None, keypoints: Path | None, bbox: str | None, boxes_file: Path | None,
         max_people: int | None, device: str, method: str | None, init: str, lifter: Path | None,
-        lift_blend: float | None, lift_blend_hidden: float | None, unsure_hidden: float | None, focal: float | None,
+        lift_blend: float | None, lift_blend_hidden: float | None, lift_blend_inconsistent: str | None,
+        inconsistent_keypoints: float | None, unsure_hidden: float | None, focal: float | None,
         fov: float | None, settings: tuple[str, ...], batch_size: int, threads: int,
         no_overlay: bool, overwrite: bool, quiet: bool) -> None:
     """Fit SMPL-format bodies to the people in IMAGE(s), in each photo's own camera.
@@ -106,6 +114,10 @@ def fit(images: tuple[Path, ...], out: Path, body_spec: str, prior: str, network
         extra["lift_blend"] = lift_blend
     if lift_blend_hidden is not None:
         extra["lift_blend_hidden"] = lift_blend_hidden
+    if lift_blend_inconsistent is not None:
+        extra["lift_blend_inconsistent"] = _ramp(lift_blend_inconsistent, "--lift-blend-inconsistent")
+    if inconsistent_keypoints is not None:
+        extra["inconsistent_keypoints"] = inconsistent_keypoints
     if unsure_hidden is not None:
         extra["unsure_hidden"] = unsure_hidden
     cfg = FitImageConfig(method=method, init=init, focal=focal, fov=fov, batch_size=batch_size,
@@ -113,6 +125,17 @@ def fit(images: tuple[Path, ...], out: Path, body_spec: str, prior: str, network
     with torch_threads(threads):
         _run(images, out, body_spec, prior, network, neural_model, keypoints, bbox, boxes_file, device, cfg,
              overwrite, quiet, lifter)
+
+
+def _ramp(text: str, flag: str) -> tuple[float, float] | None:
+    """``R0,R1`` -> (R0, R1); ``off`` -> None (FitImageConfig checks the values)."""
+    if text.strip().lower() == "off":
+        return None
+    try:
+        r0, r1 = (float(v) for v in text.split(","))
+    except ValueError:
+        raise NeuralfitError(f"{flag} {text!r}: expected R0,R1 (two numbers) or off") from None
+    return r0, r1
 
 
 def _run(images, out, body_spec, prior, network, neural_model, keypoints, bbox, boxes_file, device, cfg,

@@ -76,12 +76,25 @@ class FitImageConfig:
             confidence 0.5. Under an occluder mediapipe's 3D follows the keypoints it hallucinates; the lifter
             reads them capped at low confidence and leans on its mocap prior (docs/occlusion.md, session 11).
             1.5, chosen on the real occluded benchmark's development frames; 0 = off.
+        lift_blend_inconsistent: (r0, r1): raises the blend further, ``a + (1 - a) w``, when mediapipe's 3D
+            landmarks do not project onto its own 2D keypoints: ``w`` ramps from 0 to 1 as their residual
+            (``photo.start.landmark_reprojection_residual``, a share of the person's size; ~0.07 at the
+            median on clean and occluded photos alike) goes from r0 to r1. An occluder that confuses mediapipe
+            often breaks its 3D head's answer without moving the 2D one. (0.08, 0.16), chosen on the real
+            occluded benchmark's development frames (docs/occlusion.md, session 13); None = off.
         unsure_hidden: the same cue in the 2D fit: a person's keypoints below confidence 0.5 get weight
             ``1 - min(1, unsure_hidden x s)`` (``photo.steps.fit_all``). Under an occluder the fit otherwise
             drags the start's (lifter-led) hidden limbs onto the keypoints mediapipe guesses for them; one or
             two unsure limbs of a clean photo (far-side, self-occluded) keep most of their weight. 3, chosen on
             the real occluded benchmark's development frames over 0 / 1.5 / 3 / 6 (docs/occlusion.md, session
             12): 6 cost the clean front person 1.5 mm; 0 = off.
+        inconsistent_keypoints: c: a person's keypoint terms get weight ``1 - min(1, c w)``, ``w`` the
+            ``lift_blend_inconsistent`` ramp of their start (``photo.steps.fit_all``): when mediapipe's 3D does
+            not match its 2D, the network was confused and its 2D keypoints are suspect too, so the fit
+            leans on the (lifter-led) start and the priors. On the occluded development frames the fit lost
+            39 mm to its start under the adversarial square in the third of person-views with the highest
+            residual, and gained 1-4 mm in the lowest third. 2, chosen there over 1 / 2 / 4 (docs/occlusion.md,
+            session 13): 4 was better under occluders but cost the clean front person 0.2 mm; 0 = off.
         hidden_from_parts: the network's part head also says where the body is hidden: its background
             probability on the person, mapped linearly from ``[lo, hi]`` to [0, 1] (clipped), becomes the
             fitter's ``FitBatch.hidden`` (``photo.steps.hidden_from_parts``). mediapipe's segmentation fills
@@ -106,7 +119,9 @@ class FitImageConfig:
     flip_test: bool = True
     lift_blend: float = 0.5
     lift_blend_hidden: float = 1.5
+    lift_blend_inconsistent: tuple[float, float] | None = (0.08, 0.16)
     unsure_hidden: float = 3.0
+    inconsistent_keypoints: float = 2.0
     hidden_from_parts: tuple[float, float] | None = (0.35, 0.65)
     fit: FitConfig | None = None
     write_overlay: bool = True
@@ -131,6 +146,13 @@ class FitImageConfig:
             raise NeuralfitError(f"lift_blend must be in [0, 1], got {self.lift_blend}")
         if not self.lift_blend_hidden >= 0.0:
             raise NeuralfitError(f"lift_blend_hidden must be >= 0, got {self.lift_blend_hidden}")
+        if self.lift_blend_inconsistent is not None:
+            r0, r1 = (float(v) for v in self.lift_blend_inconsistent)
+            if not 0.0 <= r0 < r1:
+                raise NeuralfitError(f"lift_blend_inconsistent must be (r0, r1) with 0 <= r0 < r1, got "
+                                     f"{self.lift_blend_inconsistent}")
+        if not self.inconsistent_keypoints >= 0.0:
+            raise NeuralfitError(f"inconsistent_keypoints must be >= 0, got {self.inconsistent_keypoints}")
         if not self.unsure_hidden >= 0.0:
             raise NeuralfitError(f"unsure_hidden must be >= 0, got {self.unsure_hidden}")
         if self.hidden_from_parts is not None:
@@ -380,10 +402,12 @@ class ImageFitter:
         timer.lap("network")
         names = [Path(results[p.image_index].source).name for p in people]
         starts = steps.start_people(self.config.init, crops, people, names, self.body, self.prior, self.net, pred,
-                                    self.lifter, self.config.lift_blend, self.config.lift_blend_hidden)
+                                    self.lifter, self.config.lift_blend, self.config.lift_blend_hidden,
+                                    self.config.lift_blend_inconsistent)
         timer.lap("start")
         fitted = steps.fit_all(self.method, crops, starts, pred, self.body, self.neural_model, self.prior,
-                               self.fit_config, self.device, self.config.unsure_hidden)
+                               self.fit_config, self.device, self.config.unsure_hidden,
+                               self.config.inconsistent_keypoints)
         timer.lap("fit")
         for ii, r in enumerate(results):
             members = [j for j, p in enumerate(people) if p.image_index == ii]

@@ -271,8 +271,12 @@ def test_cli_lifter_and_lift_blend_reach_the_fitter(tmp_path: Path, photos, caps
     lifter = tmp_path / "my_lifter.pt"
     lifter.write_bytes(b"read by the fitter, not here")
     code, err = run_cli(["fit", *photos, "--out", tmp_path / "out", "--lifter", lifter, "--lift-blend", "0",
-                         "--lift-blend-hidden", "0", "--unsure-hidden", "0", "-q"], capsys, monkeypatch)
+                         "--lift-blend-hidden", "0", "--lift-blend-inconsistent", "off", "--inconsistent-keypoints", "0",
+                         "--unsure-hidden", "0", "-q"],
+                        capsys, monkeypatch)
     assert code == 0, err
+    assert fake_fitter.calls[0]["config"].lift_blend_inconsistent is None
+    assert fake_fitter.calls[0]["config"].inconsistent_keypoints == 0.0
     assert fake_fitter.calls[0]["config"].lift_blend == 0.0
     assert fake_fitter.calls[0]["config"].lift_blend_hidden == 0.0
     assert fake_fitter.calls[0]["config"].unsure_hidden == 0.0
@@ -284,6 +288,8 @@ def test_cli_lifter_and_lift_blend_reach_the_fitter(tmp_path: Path, photos, caps
     assert fake_fitter.calls[1]["config"].lift_blend == FitImageConfig().lift_blend
     assert fake_fitter.calls[1]["config"].lift_blend_hidden == FitImageConfig().lift_blend_hidden
     assert fake_fitter.calls[1]["config"].unsure_hidden == FitImageConfig().unsure_hidden
+    assert fake_fitter.calls[1]["config"].lift_blend_inconsistent == FitImageConfig().lift_blend_inconsistent
+    assert fake_fitter.calls[1]["config"].inconsistent_keypoints == FitImageConfig().inconsistent_keypoints
     assert fake_fitter.calls[1]["kwargs"] == {}
 
 

@@ -19,6 +19,7 @@ from neuralfit.errors import NeuralfitError
 from neuralfit.eval.multiview import (
     Camera,
     leave_one_view_out,
+    pa_joint_errors,
     read_qca,
     refine_rotations,
     score_limb12,
@@ -161,6 +162,20 @@ def test_score_limb12_invariances() -> None:
     assert np.isnan(score_limb12(np.full((12, 3), np.nan), gt).pa_mpjpe)
     with pytest.raises(NeuralfitError):
         score_limb12(gt[:10], gt[:10])
+
+
+def test_pa_joint_errors_are_the_per_joint_terms_of_pa_mpjpe() -> None:
+    """Their mean is PA-MPJPE; one knee 10 cm off carries most of the error (the alignment of all 12 spreads
+    a little of it onto the others), and a missing prediction gives NaN."""
+    rng = np.random.default_rng(6)
+    gt = rng.normal(size=(12, 3)) * 0.3
+    bent = gt.copy()
+    bent[8, 0] += 0.1
+    e = pa_joint_errors(bent, gt)
+    assert e.shape == (12,)
+    assert e.mean() == pytest.approx(score_limb12(bent, gt).pa_mpjpe, rel=1e-9)
+    assert e[8] == e.max() and 50 < e[8] <= 100
+    assert np.isnan(pa_joint_errors(np.full((12, 3), np.nan), gt)).all()
 
 
 def _det(kp2d: np.ndarray) -> Detection:

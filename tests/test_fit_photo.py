@@ -96,6 +96,13 @@ def test_outputs_on_disk(photo_fits):
         seen = [v for v in post if v is not None]
         # Clean photos: mediapipe's keypoints are mostly inliers of the fit.
         assert len(seen) >= 10 and all(0.0 <= v <= 1.0 for v in seen) and np.median(seen) < 0.5
+        # The start's consistency cue and the keypoint term's weight it gives (1 - min(1, c w)).
+        from neuralfit.pipeline import FitImageConfig
+
+        for p in info["people"]:
+            assert 0.0 <= p["landmark_inconsistency"] <= 1.0
+            c = FitImageConfig().inconsistent_keypoints
+            assert p["keypoint_term_weight"] == pytest.approx(1.0 - min(1.0, c * p["landmark_inconsistency"]), abs=1e-3)
 
 
 def _occluded_legs(img: np.ndarray, kp: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]:

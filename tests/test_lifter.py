@@ -244,6 +244,86 @@ def test_lift_blend_leans_on_the_lifter_when_limb_keypoints_are_unsure(free_body
         torch.testing.assert_close(seen[-1][row], (1 - a) * w + a * lifted[0], atol=1e-6, rtol=0)
 
 
+def test_landmark_reprojection_residual_measures_how_far_3d_landmarks_are_from_their_2d_keypoints():
+    """Keypoints that are a scaled, shifted orthographic view of the landmarks give 0 whatever the scale;
+    2D noise of rms sigma (per axis) gives about sigma sqrt(2) over the keypoints' rms radius (the scale and
+    shift fit absorbs 3 of the 2n residual dimensions, so a little less); unsure keypoints are ignored, and
+    fewer than 6 sure ones give NaN."""
+    from neuralfit.photo.start import landmark_reprojection_residual
+
+    g = np.random.default_rng(0)
+    world = g.normal(0, 0.3, (33, 3))
+    for scale, shift in ((400.0, (120.0, 80.0)), (37.0, (-5.0, 900.0))):
+        kp = np.concatenate([scale * world[:, :2] + shift, np.full((33, 1), 0.9)], 1)
+        assert landmark_reprojection_residual(world, kp) == pytest.approx(0.0, abs=1e-9)
+    kp = np.concatenate([400 * world[:, :2], np.full((33, 1), 0.9)], 1)
+    size = np.sqrt(((kp[:, :2] - kp[:, :2].mean(0)) ** 2).sum(1).mean())
+    sigma = 0.05 * size
+    ratios = []
+    for _ in range(50):
+        noisy = kp.copy()
+        noisy[:, :2] += g.normal(0, sigma, (33, 2))
+        ratios.append(landmark_reprojection_residual(world, noisy) / (sigma * np.sqrt(2) / size))
+    assert 0.9 < np.mean(ratios) < 1.02  # sqrt((66 - 3) / 66) = 0.977 expected
+    wild = kp.copy()
+    wild[:5, :2] += 1e4  # far off, but unsure: not counted
+    wild[:5, 2] = 0.2
+    assert landmark_reprojection_residual(world, wild) == pytest.approx(0.0, abs=1e-9)
+    wild[5:-5, 2] = 0.2
+    assert np.isnan(landmark_reprojection_residual(world, wild))
+
+
+def test_lift_blend_leans_on_the_lifter_when_mediapipes_3d_does_not_fit_its_2d(free_body, monkeypatch):
+    """``lift_blend_inconsistent`` (r0, r1): landmarks whose view is the keypoints keep the blend a;
+    landmarks with the wrists and ankles swapped left for right (a residual far above r1) go to the
+    lifter's alone; None turns the cue off."""
+    import neuralfit.init as init_pkg
+    from neuralfit.init.lift import lift_landmarks
+    from neuralfit.photo.start import StartInputs, landmark_reprojection_residual, start_people
+
+    lifter = _lifter(free_body)
+    data = _exact_keypoints(free_body, 1)
+    world = data["landmarks3d"][0].numpy().astype(np.float64)
+    kp = np.concatenate([300 * world[:, :2] + 112, np.full((33, 1), 0.9)], 1).astype(np.float32)
+    names = list(free_body.keypoint_sets["blazepose33"].names)
+    swapped = world.copy()
+    for part in ("wrist", "ankle"):
+        li, ri = names.index(f"left_{part}"), names.index(f"right_{part}")
+        swapped[[li, ri]] = swapped[[ri, li]]
+    assert landmark_reprojection_residual(world, kp) < 1e-6
+    assert landmark_reprojection_residual(swapped, kp) > 0.2
+    seen = []
+
+    def spy(body, lm, conf, prior=None, config=None):
+        seen.append(lm.clone())
+        return real(body, lm, conf, prior=prior, config=config)
+
+    real = init_pkg.fit_world_landmarks
+    monkeypatch.setattr(init_pkg, "fit_world_landmarks", spy)
+    lm4 = [np.concatenate([w, np.full((33, 1), 0.9)], 1).astype(np.float32) for w in (world, swapped)]
+    inputs = StartInputs(keypoints=[kp, kp], joint_sets=["blazepose33"] * 2, world_landmarks=lm4,
+                         image_names=[None, None], focal=np.array([500.0, 500.0]),
+                         principal_point=np.array([[112.0, 112.0]] * 2), boxes=np.array([[20, 20, 200, 200]] * 2))
+    lifted, ok = lift_landmarks(lifter, free_body, kp[None], "blazepose33", 500.0)
+    assert ok[0]
+    start_people("mediapipe3d", inputs, free_body, lifter=lifter, lift_blend=0.3,
+                 lift_blend_inconsistent=(0.08, 0.16))
+    for row, a in ((0, 0.3), (1, 1.0)):
+        w = torch.as_tensor(lm4[row][:, :3])
+        torch.testing.assert_close(seen[-1][row], (1 - a) * w + a * lifted[0], atol=1e-5, rtol=0)
+    start_people("mediapipe3d", inputs, free_body, lifter=lifter, lift_blend=0.3)
+    torch.testing.assert_close(seen[-1][1], 0.7 * torch.as_tensor(lm4[1][:, :3]) + 0.3 * lifted[0],
+                               atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("value", [(0.2, 0.1), (-0.1, 0.2), (0.1, float("nan"))])
+def test_a_bad_lift_blend_inconsistent_ramp_is_refused(value):
+    from neuralfit.pipeline import FitImageConfig
+
+    with pytest.raises(NeuralfitError, match="lift_blend_inconsistent"):
+        FitImageConfig(lift_blend_inconsistent=value)
+
+
 @pytest.mark.parametrize("value", [-0.5, float("nan")])
 def test_negative_lift_blend_hidden_is_refused(value):
     from neuralfit.pipeline import FitImageConfig
@@ -271,6 +351,8 @@ def test_fit_cli_refuses_a_bad_lift_blend_or_lifter_in_one_line_writing_nothing(
     junk.write_text("not a checkpoint")
     out = tmp_path / "out"
     for extra, msg in ((["--lift-blend", "2"], "lift_blend must be in [0, 1]"),
+                       (["--lift-blend-inconsistent", "0.3,0.1"], "lift_blend_inconsistent must be"),
+                       (["--lift-blend-inconsistent", "high"], "expected R0,R1"),
                        (["--lifter", tmp_path / "none.pt"], "does not exist"),
                        (["--lifter", junk], "cannot read the lifter")):
         code, err = run_cli(["fit", img, "--out", out, *extra], capsys, monkeypatch)

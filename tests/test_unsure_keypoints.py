@@ -31,7 +31,7 @@ def _person(body):
     return kp, StartParams(orient, pose, torch.zeros(1, 10), transl)
 
 
-def _fit(body, kps: list[np.ndarray], start, k: float):
+def _fit(body, kps: list[np.ndarray], start, k: float, inconsistent: float = 0.0, c: float = 0.0):
     from neuralfit.fitting import FitConfig
     from neuralfit.photo.people import Crop
     from neuralfit.photo.start import PersonStart
@@ -39,9 +39,10 @@ def _fit(body, kps: list[np.ndarray], start, k: float):
 
     crops = [PersonCrop(Crop(np.array([RES / 2, RES / 2]), 1.0, RES), kp, "spin24", None, FOCAL,
                         np.array([RES / 2, RES / 2]), np.array([20.0, 10.0, 200.0, 214.0])) for kp in kps]
-    starts = [PersonStart(start, "mediapipe3d", True) for _ in kps]
+    starts = [PersonStart(start, "mediapipe3d", True, inconsistent) for _ in kps]
     cfg = FitConfig.photo(stage1_iters=5, stage2_iters=30)
-    return fit_all("keypoints", crops, starts, None, body, None, None, cfg, "cpu", unsure_hidden=k)
+    return fit_all("keypoints", crops, starts, None, body, None, None, cfg, "cpu", unsure_hidden=k,
+                   inconsistent_keypoints=c)
 
 
 def test_an_occluded_persons_unsure_keypoints_stop_dragging_the_fit(free_body):
@@ -69,6 +70,25 @@ def test_an_occluded_persons_unsure_keypoints_stop_dragging_the_fit(free_body):
     assert drag > kept + 0.02
 
 
+def test_a_person_whose_3d_and_2d_disagree_has_their_keypoint_terms_weighted_down(free_body):
+    """``inconsistent_keypoints`` c with a start's ``inconsistent`` w: the person's keypoint terms get weight
+    1 - min(1, c w). Weight 0 fits as if no keypoint were detected; w = 0 or c = 0 changes nothing; half
+    weight lands in between (the terms are confidence-weighted means, so scaling confidences would not)."""
+    kp, start = _person(free_body)
+    kp = kp.copy()
+    kp[:, 0] += np.where(np.arange(len(kp)) % 2, 15.0, -10.0)  # off the start, so the weight matters
+    none = kp.copy()
+    none[:, 2] = 0.0
+    plain = _fit(free_body, [kp], start, 0.0)[0].body_pose
+    off = _fit(free_body, [none], start, 0.0)[0].body_pose
+    np.testing.assert_allclose(_fit(free_body, [kp], start, 0.0, 1.0, 1.0)[0].body_pose, off, atol=1e-6)
+    np.testing.assert_allclose(_fit(free_body, [kp], start, 0.0, 0.0, 1.0)[0].body_pose, plain, atol=1e-6)
+    np.testing.assert_allclose(_fit(free_body, [kp], start, 0.0, 1.0, 0.0)[0].body_pose, plain, atol=1e-6)
+    half = _fit(free_body, [kp], start, 0.0, 0.5, 1.0)[0].body_pose
+    assert np.abs(plain - off).max() > 1e-2
+    assert np.abs(half - plain).max() > 1e-3 and np.abs(half - off).max() > 1e-3
+
+
 def test_hidden_weight_is_the_clipped_share_of_unsure_limbs(free_body):
     from neuralfit.photo.start import hidden_weight
 
@@ -87,3 +107,11 @@ def test_negative_unsure_hidden_is_refused(value):
 
     with pytest.raises(NeuralfitError, match="unsure_hidden"):
         FitImageConfig(unsure_hidden=value)
+
+
+@pytest.mark.parametrize("value", [-1.0, float("nan")])
+def test_negative_inconsistent_keypoints_is_refused(value):
+    from neuralfit.pipeline import FitImageConfig
+
+    with pytest.raises(NeuralfitError, match="inconsistent_keypoints"):
+        FitImageConfig(inconsistent_keypoints=value)

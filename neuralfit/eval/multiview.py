@@ -278,6 +278,15 @@ def _procrustes(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     return procrustes_align(np.asarray(pred, np.float64)[None], np.asarray(gt, np.float64)[None])[0]
 
 
+def pa_joint_errors(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """(12,) per-joint errors (mm) of (12, 3) predicted limb joints after the Procrustes alignment of all 12 to
+    the GT (the alignment :func:`score_limb12` uses); NaN where either is not finite."""
+    pred, gt = np.asarray(pred, np.float64), np.asarray(gt, np.float64)
+    if not (np.all(np.isfinite(pred)) and np.all(np.isfinite(gt))):
+        return np.full(12, np.nan)
+    return 1000 * np.linalg.norm(_procrustes(pred, gt) - gt, axis=1)
+
+
 def score_limb12(pred: np.ndarray, gt: np.ndarray) -> Scores:
     """Score (12, 3) predicted limb joints against (12, 3) GT in the same camera frame (metres in, mm out)."""
     pred, gt = np.asarray(pred, np.float64), np.asarray(gt, np.float64)
@@ -290,7 +299,7 @@ def score_limb12(pred: np.ndarray, gt: np.ndarray) -> Scores:
     keep = [i for i in range(12) if i not in h]
     rp, rg = pred - pred[h].mean(0), gt - gt[h].mean(0)
     root_err = np.linalg.norm(rp - rg, axis=1)
-    pa = np.linalg.norm(_procrustes(pred, gt) - gt, axis=1)
+    pa = pa_joint_errors(pred, gt) / 1000
     pa10 = np.linalg.norm(_procrustes(pred[keep], gt[keep]) - gt[keep], axis=1)
     return Scores(1000 * pa.mean(), 1000 * root_err.mean(), 1000 * pa10.mean(), 1000 * root_err[keep].mean())
 

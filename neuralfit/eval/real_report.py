@@ -362,3 +362,37 @@ def occluded_table(tables: dict[str, tuple[dict[str, list[Row]], dict[str, list[
                     f"{len(mine)} | {_mean([r.result.occ_inside for r in mine], 2)} | "
                     f"{_mean([r.result.occ_visible for r in mine], 2)} |")
     return "\n".join(lines)
+
+
+def hidden_joint_table(tables: dict[str, tuple[dict[str, list[Row]], dict[str, list[Row]], float]],
+                       covered: dict[str, dict[str, np.ndarray]], people: list[str]) -> str:
+    """Markdown: the PA error of the limb joints an occluder covers, occluded vs the same joints clean.
+
+    ``covered[placement][item_tag]``: (12,) bool, the limb joints under that person-view's occluder (by its
+    2D keypoints). Errors are per joint after the alignment of all 12 (:func:`~neuralfit.eval.multiview.
+    pa_joint_errors`), as the body's BlazePose points where the method has them, averaged over every covered
+    joint of the person-views every method fitted both occluded and clean.
+    """
+    from neuralfit.eval.multiview import pa_joint_errors
+
+    def errs(rows: list[Row], keys: set[str], person: str, cov: dict[str, np.ndarray]) -> list[float]:
+        out: list[float] = []
+        for r in rows:
+            tag = item_tag(r.item)
+            if r.item.person != person or tag not in keys or not r.result.ok:
+                continue
+            pred = r.result.limb12_bp if np.all(np.isfinite(r.result.limb12_bp)) else r.result.limb12
+            out.extend(pa_joint_errors(pred, r.item.gt)[cov[tag]].tolist())
+        return out
+
+    lines = ["| placement | person | method | covered joints | PA error of the covered joints | same joints clean | + |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for placement, (occ_rows, clean_rows, _) in tables.items():
+        keys = common_keys({**{f"o{k}": v for k, v in occ_rows.items()}, **{f"c{k}": v for k, v in clean_rows.items()}})
+        cov = covered[placement]
+        for person in people:
+            for name, rows in occ_rows.items():
+                e, c = errs(rows, keys, person, cov), errs(clean_rows[name], keys, person, cov)
+                d = f"{np.mean(e) - np.mean(c):+.1f}" if e and c else "-"
+                lines.append(f"| {placement} | {person} | {name} | {len(e)} | {_mean(e)} | {_mean(c)} | {d} |")
+    return "\n".join(lines)

@@ -60,6 +60,8 @@ class FitBatch:
         hidden: (B, H, W) in [0, 1], the image's own evidence that a body pixel there is hidden (a part
             head's calibrated background probability, ``neuralfit.photo.steps.hidden_from_parts``), at the
             mask's resolution; read by the mask-outlier term's occlusion prior and map; or None.
+        keypoint_weight: (B,) in [0, 1], a per-sample factor on the keypoint terms (how far this person's
+            2D keypoints are trusted as a whole; ``neuralfit.photo.steps.fit_all``), or None (1).
     """
 
     global_orient: torch.Tensor
@@ -77,6 +79,7 @@ class FitBatch:
     group: torch.Tensor | None = None
     occluders: torch.Tensor | None = None
     hidden: torch.Tensor | None = None
+    keypoint_weight: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -267,6 +270,12 @@ class Fitter:
                 low = k[..., 2] < self.config.min_keypoint_confidence
                 k = torch.cat([k[..., :2], k[..., 2:].masked_fill(low[..., None], 0.0)], dim=-1)
             out.keypoints = k
+            w = batch.keypoint_weight
+            if w is not None:
+                if not torch.is_tensor(w) or tuple(w.shape) != (B,) or not torch.isfinite(w).all() or \
+                        (w < 0).any() or (w > 1).any():
+                    raise _shape_error("keypoint_weight", w, f"(B={B},) finite, in [0, 1]")
+                out.keypoint_weight = w.float().to(dev)
         for name in ("features", "part_probs", "mask", "occluders", "hidden"):
             t = getattr(out, name)
             if t is not None and not torch.isfinite(t).all():
@@ -403,7 +412,8 @@ def _duplicate_batch(batch: FitBatch) -> FitBatch:
     group = None if batch.group is None else torch.cat([batch.group, batch.group + int(batch.group.max()) + 1])
     return FitBatch(go2, dup(batch.body_pose), dup(batch.transl), dup(batch.betas), batch.res, dup(batch.features),
                     dup(batch.part_probs), dup(batch.keypoints), batch.joint_set, dup(batch.mask), focal,
-                    dup(batch.principal_point), group, dup(batch.occluders), dup(batch.hidden))
+                    dup(batch.principal_point), group, dup(batch.occluders), dup(batch.hidden),
+                    dup(batch.keypoint_weight))
 
 
 def _on_device(module, device: torch.device):

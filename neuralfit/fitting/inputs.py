@@ -38,6 +38,7 @@ class Observations:
         group: (B,) photo index per crop (people of one photo are fitted together); None = independent.
         occluders: (B, H, W) the other people's masks in each crop (same grid as ``mask``).
         hidden: (B, H, W) evidence that a body pixel is hidden (same grid as ``mask``; ``FitBatch.hidden``).
+        keypoint_weight: (B,) per-crop factor on the keypoint terms (``FitBatch.keypoint_weight``).
     """
 
     res: int
@@ -51,6 +52,7 @@ class Observations:
     group: torch.Tensor | None = None
     occluders: torch.Tensor | None = None
     hidden: torch.Tensor | None = None
+    keypoint_weight: torch.Tensor | None = None
 
 
 def check_method(method: str) -> str:
@@ -77,7 +79,7 @@ def fit_batch(start: StartParams, obs: Observations, method: str) -> FitBatch:
                     features=obs.features if neural else None, part_probs=obs.part_probs if neural else None,
                     keypoints=obs.keypoints, joint_set=obs.joint_set if obs.keypoints is not None else "smpl24",
                     mask=obs.mask, focal=obs.focal, principal_point=obs.principal_point, group=obs.group,
-                    occluders=obs.occluders, hidden=obs.hidden)
+                    occluders=obs.occluders, hidden=obs.hidden, keypoint_weight=obs.keypoint_weight)
 
 
 def observations_from_prediction(pred: Any, keypoints: torch.Tensor | None = None,

@@ -105,9 +105,12 @@ def keypoint_term_fn(cfg):
         b = ctx.batch
         if b.keypoints is None:
             return None
+        from neuralfit.fitting.terms import weighted_per_sample
+
         kp3d, valid = ctx.body.keypoints(ctx.posed, b.joint_set)
-        return keypoint_mixture(project(kp3d, ctx.cam), b.keypoints, valid, ctx.cam.res,
-                                cfg.keypoint_outlier_sigma, cfg.keypoint_outlier_eps).loss
+        return weighted_per_sample(keypoint_mixture(project(kp3d, ctx.cam), b.keypoints, valid, ctx.cam.res,
+                                                    cfg.keypoint_outlier_sigma, cfg.keypoint_outlier_eps).loss,
+                                   b.keypoint_weight)
 
     return fn
 

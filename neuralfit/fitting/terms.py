@@ -125,9 +125,15 @@ def _keypoint_term(sigma: float) -> Callable[[TermContext], torch.Tensor | None]
         if ctx.batch.keypoints is None:
             return None
         kp3d, valid = ctx.body.keypoints(ctx.posed, ctx.batch.joint_set)
-        return keypoint_loss(kp3d, valid, ctx.batch.keypoints, ctx.cam, sigma)
+        return weighted_per_sample(keypoint_loss(kp3d, valid, ctx.batch.keypoints, ctx.cam, sigma),
+                                   ctx.batch.keypoint_weight)
 
     return fn
+
+
+def weighted_per_sample(value: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """(B,) term value times a (B,) per-sample weight (None: as it is)."""
+    return value if weight is None else value * weight
 
 
 def _penalty_of(name: str, penalty: Callable[[torch.Tensor], torch.Tensor]) -> Callable:

@@ -84,6 +84,8 @@ def fit_summary(r: ImageFit, info: RunInfo | None = None) -> dict[str, Any]:
                                  "occlusion_fraction": p.occlusion_fraction, "joint_set": p.joint_set,
                                  "observations": p.observations,
                                  "unsure_keypoint_weight": round(float(p.unsure_keypoint_weight), 4),
+                                 "landmark_inconsistency": round(float(p.landmark_inconsistency), 4),
+                                 "keypoint_term_weight": round(float(p.keypoint_term_weight), 4),
                                  "transl": p.transl}
         if p.keypoint_outlier is not None:  # p(outlier) per keypoint of joint_set; null = not observed
             entry["keypoint_outlier"] = [None if not np.isfinite(v) else round(float(v), 4)

@@ -27,6 +27,9 @@ class PersonFit:
         keypoint_outlier: (J,) posterior p(outlier) of each fitted keypoint (NaN: not observed), or None.
         unsure_keypoint_weight: the weight the 2D fit gave this person's keypoints below confidence 0.5
             (``FitImageConfig.unsure_hidden``; 1 = as detected).
+        landmark_inconsistency: how far mediapipe's 3D landmarks failed to project onto its 2D keypoints, 0 to
+            1 (``FitImageConfig.lift_blend_inconsistent``); keypoint_term_weight: the weight of this person's
+            keypoint terms in the fit (``FitImageConfig.inconsistent_keypoints``; 1 = full).
         observations: what the fit's 2D keypoints came from: ``keypoints`` (mediapipe or the keypoint file),
             ``network`` (the network's heatmaps inside a ``--bbox`` where mediapipe found nobody), or ``none``.
     """
@@ -51,6 +54,8 @@ class PersonFit:
     occlusion: np.ndarray | None = field(default=None, repr=False)
     keypoint_outlier: np.ndarray | None = None
     unsure_keypoint_weight: float = 1.0
+    landmark_inconsistency: float = 0.0
+    keypoint_term_weight: float = 1.0
     observations: str = "keypoints"
 
 

@@ -57,12 +57,14 @@ def check_init(init: str) -> str:
 
 @dataclass
 class PersonStart:
-    """One person's start: ``params`` (one row; transl in the crop camera), its ``source``, and whether
-    it ``knows_facing`` (False: also try it rotated 180 degrees)."""
+    """One person's start: ``params`` (one row; transl in the crop camera), its ``source``, whether it
+    ``knows_facing`` (False: also try it rotated 180 degrees), and how ``inconsistent`` mediapipe's 3D
+    landmarks were with its 2D keypoints (:func:`inconsistent_weight`, 0 to 1; 0 when not measured)."""
 
     params: StartParams
     source: str
     knows_facing: bool
+    inconsistent: float = 0.0
 
 
 @dataclass
@@ -87,16 +89,22 @@ class StartInputs:
 
 
 def start_people(init: str, inputs: StartInputs, body, prior=None, net=None, lifter=None,
-                 lift_blend: float = 0.0, lift_blend_hidden: float = 0.0) -> list[PersonStart]:
+                 lift_blend: float = 0.0, lift_blend_hidden: float = 0.0,
+                 lift_blend_inconsistent: tuple[float, float] | None = None) -> list[PersonStart]:
     """Each person's start (see the module docstring for the sources and their fallbacks).
 
     ``lift_blend`` > 0 (with ``init="mediapipe3d"`` and a lifter): the IK target is mediapipe's landmarks
     times ``1 - lift_blend`` plus the lifter's landmarks times ``lift_blend``, where the lifter has enough
     keypoints. ``lift_blend_hidden`` = k raises a person's share to ``a + (1 - a) min(1, k s)``, ``s`` the share of
-    their 12 limb keypoints below confidence 0.5 (:func:`hidden_limb_share`).
+    their 12 limb keypoints below confidence 0.5 (:func:`hidden_limb_share`). ``lift_blend_inconsistent``
+    = (r0, r1) raises it further, ``a + (1 - a) w`` with ``w`` rising from 0 to 1 as mediapipe's world
+    landmarks disagree with its own 2D keypoints (:func:`landmark_reprojection_residual` from r0 to r1).
     """
     P = len(inputs.keypoints)
     raw: list[tuple[StartParams, str, bool] | None] = [None] * P
+    inconsistent = [0.0 if inputs.world_landmarks[j] is None else
+                    inconsistent_weight(inputs.world_landmarks[j], inputs.keypoints[j], inputs.joint_sets[j],
+                                        lift_blend_inconsistent) for j in range(P)]
     if init == "mediapipe3d":
         rows = [j for j in range(P) if inputs.world_landmarks[j] is not None]
         if rows:
@@ -104,7 +112,7 @@ def start_people(init: str, inputs: StartInputs, body, prior=None, net=None, lif
 
             lm = torch.tensor(np.stack([inputs.world_landmarks[j] for j in rows]), dtype=torch.float32)
             if lifter is not None and lift_blend > 0:
-                lm = _blend_lifted(lifter, body, inputs, rows, lm, lift_blend, lift_blend_hidden)
+                lm = _blend_lifted(lifter, body, inputs, rows, lm, lift_blend, lift_blend_hidden, inconsistent)
             dev = body.faces.device
             sp = fit_world_landmarks(body, lm[..., :3].to(dev), lm[..., 3].to(dev), prior=prior)
             for r, j in enumerate(rows):
@@ -127,7 +135,8 @@ def start_people(init: str, inputs: StartInputs, body, prior=None, net=None, lif
         sp = StartParams(*(t.float().cpu() for t in (sp.global_orient, sp.body_pose, sp.betas)))
         transl = place(body, sp, inputs.keypoints[j], inputs.joint_sets[j], float(inputs.focal[j]),
                        inputs.principal_point[j], inputs.boxes[j])
-        out.append(PersonStart(StartParams(sp.global_orient, sp.body_pose, sp.betas, transl), source, facing))
+        out.append(PersonStart(StartParams(sp.global_orient, sp.body_pose, sp.betas, transl), source, facing,
+                               inconsistent[j]))
     return out
 
 
@@ -181,18 +190,63 @@ def hidden_weight(body, keypoints: np.ndarray | None, joint_set: str | None, k: 
     return min(1.0, k * hidden_limb_share(body, keypoints, joint_set))
 
 
+def landmark_reprojection_residual(world_landmarks: np.ndarray, keypoints: np.ndarray,
+                                   min_confidence: float = UNSURE_CONFIDENCE) -> float:
+    """How far mediapipe's 3D landmarks are from its own 2D keypoints, as a share of the person's size.
+
+    Args:
+        world_landmarks: (33, 3+) metric landmarks (x right, y down, hip-centred), BlazePose order.
+        keypoints: (33, 3) the same detection's keypoints (x, y, confidence) in pixels.
+    Returns:
+        rms of the 2D residual after the best scale + shift of the landmarks' (x, y) onto the keypoints
+        with confidence above ``min_confidence``, over the keypoints' rms distance from their centre; NaN with fewer
+        than 6 such keypoints. The two come from one network: when an occluder confuses it, the 3D head
+        often invents a pose that no longer projects onto the 2D one (clean photos: ~0.07 at the median).
+    """
+    x = np.asarray(world_landmarks, np.float64)[:, :2]
+    y = np.asarray(keypoints, np.float64)[:, :2]
+    w = (np.nan_to_num(np.asarray(keypoints, np.float64)[:, 2]) > min_confidence).astype(np.float64)
+    if w.sum() < 6 or not (np.isfinite(x[w > 0]).all() and np.isfinite(y[w > 0]).all()):
+        return float("nan")
+    x = np.where(w[:, None] > 0, x, 0.0)
+    y = np.where(w[:, None] > 0, y, 0.0)
+    xc = x - (w[:, None] * x).sum(0) / w.sum()
+    yc = y - (w[:, None] * y).sum(0) / w.sum()
+    den = (w * (xc * xc).sum(1)).sum()
+    size = np.sqrt((w * (yc * yc).sum(1)).sum() / w.sum())
+    if den <= 0 or size <= 0:
+        return float("nan")
+    scale = (w * (xc * yc).sum(1)).sum() / den
+    rms = np.sqrt((w * ((scale * xc - yc) ** 2).sum(1)).sum() / w.sum())
+    return float(rms / size)
+
+
+def inconsistent_weight(world_landmarks: np.ndarray, keypoints: np.ndarray | None, joint_set: str | None,
+                        ramp: tuple[float, float] | None) -> float:
+    """0 to 1 as :func:`landmark_reprojection_residual` rises from ``ramp[0]`` to ``ramp[1]``; 0 without a
+    ramp, without BlazePose keypoints or when the residual cannot be measured."""
+    if ramp is None or keypoints is None or joint_set != "blazepose33" or len(keypoints) != len(world_landmarks):
+        return 0.0
+    r = landmark_reprojection_residual(world_landmarks, keypoints)
+    if not math.isfinite(r):
+        return 0.0
+    r0, r1 = ramp
+    return float(np.clip((r - r0) / (r1 - r0), 0.0, 1.0))
+
+
 def _blend_lifted(lifter, body, inputs: StartInputs, rows: list[int], lm: torch.Tensor, a: float,
-                  k_hidden: float = 0.0) -> torch.Tensor:
+                  k_hidden: float, inconsistent: list[float]) -> torch.Tensor:
     from neuralfit.init.lift import lift_landmarks
 
     out = lm.clone()
     for r, j in enumerate(rows):
-        if inputs.keypoints[j] is None or inputs.joint_sets[j] not in body.keypoint_sets:
+        kp, js = inputs.keypoints[j], inputs.joint_sets[j]
+        if kp is None or js not in body.keypoint_sets:
             continue
-        lifted, ok = lift_landmarks(lifter, body, inputs.keypoints[j][None], inputs.joint_sets[j],
-                                    float(inputs.focal[j]))
+        lifted, ok = lift_landmarks(lifter, body, kp[None], js, float(inputs.focal[j]))
         if ok[0]:
-            ar = a + (1 - a) * hidden_weight(body, inputs.keypoints[j], inputs.joint_sets[j], k_hidden)
+            ar = a + (1 - a) * hidden_weight(body, kp, js, k_hidden)
+            ar = ar + (1 - ar) * inconsistent[j]
             out[r, :, :3] = (1 - ar) * lm[r, :, :3] + ar * lifted[0]
     return out
 

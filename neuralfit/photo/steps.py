@@ -64,6 +64,7 @@ class FittedPerson:
     occlusion_fraction: float = 0.0
     keypoint_outlier: np.ndarray | None = None  # (J,) p(outlier) per keypoint, NaN = not observed
     unsure_weight: float = 1.0  # weight of the keypoints below UNSURE_CONFIDENCE in the fit (fit_all)
+    keypoint_weight: float = 1.0  # weight of the person's keypoint terms (fit_all)
 
 
 def crop_people(pics: list, people: list[Person], results: list[ImageFit], res: int, padding: float,
@@ -143,7 +144,8 @@ def hidden_from_parts(crops: list[PersonCrop], pred, value_range: tuple[float, f
 
 def start_people(init: str, crops: list[PersonCrop], people: list[Person], image_names: list[str | None],
                  body, prior, net, pred, lifter=None, lift_blend: float = 0.0,
-                 lift_blend_hidden: float = 0.0) -> list[PersonStart]:
+                 lift_blend_hidden: float = 0.0,
+                 lift_blend_inconsistent: tuple[float, float] | None = None) -> list[PersonStart]:
     """Each person's start placed in their crop camera (:func:`neuralfit.photo.start.start_people`)."""
     from neuralfit.photo import start
 
@@ -154,7 +156,7 @@ def start_people(init: str, crops: list[PersonCrop], people: list[Person], image
         focal=np.array([c.focal for c in crops]), principal_point=np.stack([c.principal_point for c in crops]),
         boxes=np.stack([c.box for c in crops]), prediction=pred)
     return start.start_people(init, inputs, body, prior=prior, net=net, lifter=lifter, lift_blend=lift_blend,
-                              lift_blend_hidden=lift_blend_hidden)
+                              lift_blend_hidden=lift_blend_hidden, lift_blend_inconsistent=lift_blend_inconsistent)
 
 
 def _keypoints_of(c: PersonCrop, pred, j: int) -> tuple[np.ndarray | None, str | None]:
@@ -167,12 +169,16 @@ def _keypoints_of(c: PersonCrop, pred, j: int) -> tuple[np.ndarray | None, str |
 
 
 def fit_all(method: str, crops: list[PersonCrop], starts: list[PersonStart], pred, body, neural_model, prior,
-            config, device: str, unsure_hidden: float = 0.0) -> list[FittedPerson]:
+            config, device: str, unsure_hidden: float = 0.0, inconsistent_keypoints: float = 0.0
+            ) -> list[FittedPerson]:
     """Fit everyone: one batch per (joint set, needs a second hypothesis), through ``fit_batch``.
 
     ``unsure_hidden`` = k: a person's keypoints below :data:`~neuralfit.photo.start.UNSURE_CONFIDENCE` are
     weighted by ``1 - min(1, k s)`` in the 2D fit (:func:`~neuralfit.photo.start.hidden_weight`), so the
     keypoints of an occluded person's hidden limbs (mediapipe guesses them) are left to the start.
+    ``inconsistent_keypoints`` = c: the keypoint terms of a person are weighted by ``1 - min(1, c w)``, ``w``
+    their start's ``inconsistent`` (mediapipe's 3D and 2D disagree, so its 2D is suspect too: the fit leans
+    on the start and the priors).
     """
     from neuralfit.fitting import Fitter
     from neuralfit.fitting.inputs import Observations, fit_batch
@@ -187,6 +193,8 @@ def fit_all(method: str, crops: list[PersonCrop], starts: list[PersonStart], pre
             kp = kp.copy()
             kp[kp[:, 2] < UNSURE_CONFIDENCE, 2] *= unsure_weight[j]
             kps[j] = (kp, js)
+    # The keypoint terms are confidence-weighted means, so a person's trust as a whole is a term weight.
+    kp_weight = [1.0 - min(1.0, inconsistent_keypoints * s.inconsistent) for s in starts]
     groups: dict[tuple[str | None, bool], list[int]] = {}
     for j, s in enumerate(starts):
         groups.setdefault((kps[j][1], s.knows_facing), []).append(j)
@@ -201,7 +209,8 @@ def fit_all(method: str, crops: list[PersonCrop], starts: list[PersonStart], pre
         obs = Observations(res=crops[members[0]].crop.res, keypoints=keypoints, joint_set=joint_set or "smpl24",
                            focal=torch.tensor([crops[j].focal for j in members], dtype=torch.float32),
                            principal_point=torch.tensor(np.stack([crops[j].principal_point for j in members]),
-                                                        dtype=torch.float32))
+                                                        dtype=torch.float32),
+                           keypoint_weight=torch.tensor([kp_weight[j] for j in members], dtype=torch.float32))
         if method == "neural":
             obs.features, obs.part_probs = pred["features"][sel], pred["part_probs"][sel]
         masks = [crops[j].mask for j in members]
@@ -234,7 +243,7 @@ def fit_all(method: str, crops: list[PersonCrop], starts: list[PersonStart], pre
                 int(res.hypothesis[b]) if res.hypothesis is not None else 0,
                 None if res.occlusion is None else res.occlusion[b].float().cpu().numpy(),
                 float(res.occlusion_fraction[b]) if res.occlusion_fraction is not None else 0.0,
-                None if outlier is None else outlier[b], unsure_weight[j])
+                None if outlier is None else outlier[b], unsure_weight[j], kp_weight[j])
     return out  # type: ignore[return-value]
 
 
@@ -290,6 +299,7 @@ def finish_image(pic: np.ndarray, r: ImageFit, people: list[Person], crops: list
             else None, keypoints_fit=kp_fit, loss=fit.loss, terms=fit.terms, hypothesis=fit.hypothesis,
             occlusion_fraction=fit.occlusion_fraction, start=s.source, occlusion=fit.occlusion,
             keypoint_outlier=fit.keypoint_outlier, unsure_keypoint_weight=fit.unsure_weight,
+            landmark_inconsistency=s.inconsistent, keypoint_term_weight=fit.keypoint_weight,
             # No detected keypoints: a --bbox where mediapipe found nobody, fitted to the network's heatmaps.
             observations="keypoints" if p.keypoints is not None else "network"))
         if fit.occlusion is not None and occ_img is not None:
