@@ -12,7 +12,8 @@ pastes an occluder per person-view (placements and textures: :mod:`neuralfit.eva
 the person's box (the box is known: it comes from the clean frame). Per placement and method: PA-MPJPE /
 MPJPE on the person-views every method fitted, the same methods' clean score on those person-views, how
 many person-views were lost (no fit), and, for fits with an occlusion map, the mean occlusion probability
-of body pixels inside the occluder and on the visible body. Occluder rectangles are stored per person-view
+of body pixels inside the occluder and on the visible body. A second table gives the PA error of the limb joints
+the occluder covers (per joint, after the alignment of all 12), occluded and clean. Occluder rectangles are stored per person-view
 under ``<cache>/occluded/<placement>/occluders``; occluded frames are re-made from them, never stored.
 """
 

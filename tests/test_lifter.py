@@ -175,10 +175,23 @@ def test_start_people_uses_the_lifter_for_init_lifter_and_as_fallback(free_body)
     assert [s.source for s in start_people("lifter", inputs, free_body)] == ["mean", "mean"]
 
 
+def _record_ik_targets(monkeypatch) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Every (landmarks, confidences) target that ``fit_world_landmarks`` is given from now on."""
+    import neuralfit.init as init_pkg
+
+    real, seen = init_pkg.fit_world_landmarks, []
+
+    def spy(body, lm, conf, prior=None, config=None):
+        seen.append((lm.clone(), conf.clone()))
+        return real(body, lm, conf, prior=prior, config=config)
+
+    monkeypatch.setattr(init_pkg, "fit_world_landmarks", spy)
+    return seen
+
+
 def test_lift_blend_mixes_the_lifters_landmarks_into_the_mediapipe3d_target(free_body, monkeypatch):
     """``lift_blend`` a: the IK target is (1 - a) mediapipe + a lifter where the person has keypoints, and
     mediapipe's alone where not; confidences stay mediapipe's; a = 0 leaves mediapipe's target untouched."""
-    import neuralfit.init as init_pkg
     from neuralfit.init.lift import lift_landmarks
     from neuralfit.photo.start import StartInputs, start_people
 
@@ -186,14 +199,7 @@ def test_lift_blend_mixes_the_lifters_landmarks_into_the_mediapipe3d_target(free
     data = _exact_keypoints(free_body, 2)
     kp = data["keypoints"][0].numpy()
     world = np.concatenate([data["landmarks3d"][1].numpy(), np.full((33, 1), 0.9, np.float32)], 1)
-    seen = []
-
-    def spy(body, lm, conf, prior=None, config=None):
-        seen.append((lm.clone(), conf.clone()))
-        return real(body, lm, conf, prior=prior, config=config)
-
-    real = init_pkg.fit_world_landmarks
-    monkeypatch.setattr(init_pkg, "fit_world_landmarks", spy)
+    seen = _record_ik_targets(monkeypatch)
     inputs = StartInputs(keypoints=[kp, None], joint_sets=["spin24", None], world_landmarks=[world, world],
                          image_names=[None, None], focal=np.array([500.0, 500.0]),
                          principal_point=np.array([[112.0, 112.0]] * 2), boxes=np.array([[20, 20, 200, 200]] * 2))
@@ -213,7 +219,6 @@ def test_lift_blend_mixes_the_lifters_landmarks_into_the_mediapipe3d_target(free
 def test_lift_blend_leans_on_the_lifter_when_limb_keypoints_are_unsure(free_body, monkeypatch):
     """``lift_blend_hidden`` k: with a share s of the 12 limb keypoints below confidence 0.5 the blend is
     a + (1 - a) min(1, k s); a person mediapipe saw whole keeps a."""
-    import neuralfit.init as init_pkg
     from neuralfit.init.lift import lift_landmarks
     from neuralfit.photo.start import StartInputs, hidden_limb_share, start_people
 
@@ -226,14 +231,7 @@ def test_lift_blend_leans_on_the_lifter_when_limb_keypoints_are_unsure(free_body
     assert hidden_limb_share(free_body, clean, "spin24") == 0.0
     assert hidden_limb_share(free_body, legs, "spin24") == pytest.approx(1 / 3)
     world = np.concatenate([data["landmarks3d"][1].numpy(), np.full((33, 1), 0.9, np.float32)], 1)
-    seen = []
-
-    def spy(body, lm, conf, prior=None, config=None):
-        seen.append(lm.clone())
-        return real(body, lm, conf, prior=prior, config=config)
-
-    real = init_pkg.fit_world_landmarks
-    monkeypatch.setattr(init_pkg, "fit_world_landmarks", spy)
+    seen = _record_ik_targets(monkeypatch)
     inputs = StartInputs(keypoints=[clean, legs], joint_sets=["spin24", "spin24"], world_landmarks=[world, world],
                          image_names=[None, None], focal=np.array([500.0, 500.0]),
                          principal_point=np.array([[112.0, 112.0]] * 2), boxes=np.array([[20, 20, 200, 200]] * 2))
@@ -241,7 +239,7 @@ def test_lift_blend_leans_on_the_lifter_when_limb_keypoints_are_unsure(free_body
     w = torch.as_tensor(world[:, :3])
     for row, kp, a in ((0, clean, 0.3), (1, legs, 0.3 + 0.7 * 0.5)):
         lifted, _ = lift_landmarks(lifter, free_body, kp[None], "spin24", 500.0)
-        torch.testing.assert_close(seen[-1][row], (1 - a) * w + a * lifted[0], atol=1e-6, rtol=0)
+        torch.testing.assert_close(seen[-1][0][row], (1 - a) * w + a * lifted[0], atol=1e-6, rtol=0)
 
 
 def test_landmark_reprojection_residual_measures_how_far_3d_landmarks_are_from_their_2d_keypoints():
@@ -277,7 +275,6 @@ def test_lift_blend_leans_on_the_lifter_when_mediapipes_3d_does_not_fit_its_2d(f
     """``lift_blend_inconsistent`` (r0, r1): landmarks whose view is the keypoints keep the blend a;
     landmarks with the wrists and ankles swapped left for right (a residual far above r1) go to the
     lifter's alone; None turns the cue off."""
-    import neuralfit.init as init_pkg
     from neuralfit.init.lift import lift_landmarks
     from neuralfit.photo.start import StartInputs, landmark_reprojection_residual, start_people
 
@@ -292,14 +289,7 @@ def test_lift_blend_leans_on_the_lifter_when_mediapipes_3d_does_not_fit_its_2d(f
         swapped[[li, ri]] = swapped[[ri, li]]
     assert landmark_reprojection_residual(world, kp) < 1e-6
     assert landmark_reprojection_residual(swapped, kp) > 0.2
-    seen = []
-
-    def spy(body, lm, conf, prior=None, config=None):
-        seen.append(lm.clone())
-        return real(body, lm, conf, prior=prior, config=config)
-
-    real = init_pkg.fit_world_landmarks
-    monkeypatch.setattr(init_pkg, "fit_world_landmarks", spy)
+    seen = _record_ik_targets(monkeypatch)
     lm4 = [np.concatenate([w, np.full((33, 1), 0.9)], 1).astype(np.float32) for w in (world, swapped)]
     inputs = StartInputs(keypoints=[kp, kp], joint_sets=["blazepose33"] * 2, world_landmarks=lm4,
                          image_names=[None, None], focal=np.array([500.0, 500.0]),
@@ -310,9 +300,9 @@ def test_lift_blend_leans_on_the_lifter_when_mediapipes_3d_does_not_fit_its_2d(f
                  lift_blend_inconsistent=(0.08, 0.16))
     for row, a in ((0, 0.3), (1, 1.0)):
         w = torch.as_tensor(lm4[row][:, :3])
-        torch.testing.assert_close(seen[-1][row], (1 - a) * w + a * lifted[0], atol=1e-5, rtol=0)
+        torch.testing.assert_close(seen[-1][0][row], (1 - a) * w + a * lifted[0], atol=1e-5, rtol=0)
     start_people("mediapipe3d", inputs, free_body, lifter=lifter, lift_blend=0.3)
-    torch.testing.assert_close(seen[-1][1], 0.7 * torch.as_tensor(lm4[1][:, :3]) + 0.3 * lifted[0],
+    torch.testing.assert_close(seen[-1][0][1], 0.7 * torch.as_tensor(lm4[1][:, :3]) + 0.3 * lifted[0],
                                atol=1e-5, rtol=0)
 
 
