@@ -79,6 +79,10 @@ EXIT_SOME_FAILED = 3
 @click.option("--unsure-hidden", type=float, default=None, metavar="K",
               help="In the 2D fit, weight a person's keypoints below confidence 0.5 by 1 - min(1, K s) (0 = off; "
                    "default: FitImageConfig.unsure_hidden, docs/occlusion.md).")
+@click.option("--hidden-keypoints", type=float, default=None, metavar="K",
+              help="In the 2D fit, scale each keypoint's confidence by 1 - min(1, K h), h the part head's "
+                   "hidden-body evidence where it lies (0 = off; default: FitImageConfig.hidden_keypoints, "
+                   "docs/occlusion.md).")
 @click.option("--focal", type=float, default=None,
               help="The photos' focal length in pixels (default: EXIF, else the image diagonal).")
 @click.option("--fov", type=float, default=None, help="The photos' horizontal field of view in degrees (instead of --focal).")
@@ -95,7 +99,8 @@ def fit(images: tuple[Path, ...], out: Path, body_spec: str, prior: str, network
         neural_model: Path | None, keypoints: Path | None, bbox: str | None, boxes_file: Path | None,
         max_people: int | None, device: str, method: str | None, init: str, lifter: Path | None,
         lift_blend: float | None, lift_blend_hidden: float | None, lift_blend_inconsistent: str | None,
-        inconsistent_keypoints: float | None, unsure_hidden: float | None, focal: float | None,
+        inconsistent_keypoints: float | None, unsure_hidden: float | None, hidden_keypoints: float | None,
+        focal: float | None,
         fov: float | None, settings: tuple[str, ...], batch_size: int, threads: int,
         no_overlay: bool, overwrite: bool, quiet: bool) -> None:
     """Fit SMPL-format bodies to the people in IMAGE(s), in each photo's own camera.
@@ -120,6 +125,8 @@ def fit(images: tuple[Path, ...], out: Path, body_spec: str, prior: str, network
         extra["inconsistent_keypoints"] = inconsistent_keypoints
     if unsure_hidden is not None:
         extra["unsure_hidden"] = unsure_hidden
+    if hidden_keypoints is not None:
+        extra["hidden_keypoints"] = hidden_keypoints
     cfg = FitImageConfig(method=method, init=init, focal=focal, fov=fov, batch_size=batch_size,
                          write_overlay=not no_overlay, fit=FitConfig.photo().with_settings(settings), **extra)
     with torch_threads(threads):

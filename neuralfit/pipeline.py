@@ -95,6 +95,11 @@ class FitImageConfig:
             39 mm to its start under the adversarial square in the third of person-views with the highest
             residual, and gained 1-4 mm in the lowest third. 2, chosen there over 1 / 2 / 4 (docs/occlusion.md,
             session 13): 4 was better under occluders but cost the clean front person 0.2 mm; 0 = off.
+        hidden_keypoints: k: in the 2D fit each keypoint's confidence is scaled by ``1 - min(1, k h)``, ``h``
+            the crop's ``hidden`` map (``hidden_from_parts``) where the keypoint lies
+            (``photo.steps.hidden_at``): where the part head sees no body, mediapipe guessed the keypoint.
+            The occlusion map keeps reading the unscaled confidences (``FitBatch.keypoint_visibility``), as it
+            counts the part head's say directly. 0 = off.
         hidden_from_parts: the network's part head also says where the body is hidden: its background
             probability on the person, mapped linearly from ``[lo, hi]`` to [0, 1] (clipped), becomes the
             fitter's ``FitBatch.hidden`` (``photo.steps.hidden_from_parts``). mediapipe's segmentation fills
@@ -122,6 +127,7 @@ class FitImageConfig:
     lift_blend_inconsistent: tuple[float, float] | None = (0.08, 0.16)
     unsure_hidden: float = 3.0
     inconsistent_keypoints: float = 2.0
+    hidden_keypoints: float = 0.0
     hidden_from_parts: tuple[float, float] | None = (0.35, 0.65)
     fit: FitConfig | None = None
     write_overlay: bool = True
@@ -153,6 +159,8 @@ class FitImageConfig:
                                      f"{self.lift_blend_inconsistent}")
         if not self.inconsistent_keypoints >= 0.0:
             raise NeuralfitError(f"inconsistent_keypoints must be >= 0, got {self.inconsistent_keypoints}")
+        if not self.hidden_keypoints >= 0.0:
+            raise NeuralfitError(f"hidden_keypoints must be >= 0, got {self.hidden_keypoints}")
         if not self.unsure_hidden >= 0.0:
             raise NeuralfitError(f"unsure_hidden must be >= 0, got {self.unsure_hidden}")
         if self.hidden_from_parts is not None:
@@ -407,7 +415,7 @@ class ImageFitter:
         timer.lap("start")
         fitted = steps.fit_all(self.method, crops, starts, pred, self.body, self.neural_model, self.prior,
                                self.fit_config, self.device, self.config.unsure_hidden,
-                               self.config.inconsistent_keypoints)
+                               self.config.inconsistent_keypoints, self.config.hidden_keypoints)
         timer.lap("fit")
         for ii, r in enumerate(results):
             members = [j for j, p in enumerate(people) if p.image_index == ii]

@@ -272,7 +272,7 @@ def test_cli_lifter_and_lift_blend_reach_the_fitter(tmp_path: Path, photos, caps
     lifter.write_bytes(b"read by the fitter, not here")
     code, err = run_cli(["fit", *photos, "--out", tmp_path / "out", "--lifter", lifter, "--lift-blend", "0",
                          "--lift-blend-hidden", "0", "--lift-blend-inconsistent", "off", "--inconsistent-keypoints", "0",
-                         "--unsure-hidden", "0", "-q"],
+                         "--unsure-hidden", "0", "--hidden-keypoints", "0.5", "-q"],
                         capsys, monkeypatch)
     assert code == 0, err
     assert fake_fitter.calls[0]["config"].lift_blend_inconsistent is None
@@ -280,6 +280,7 @@ def test_cli_lifter_and_lift_blend_reach_the_fitter(tmp_path: Path, photos, caps
     assert fake_fitter.calls[0]["config"].lift_blend == 0.0
     assert fake_fitter.calls[0]["config"].lift_blend_hidden == 0.0
     assert fake_fitter.calls[0]["config"].unsure_hidden == 0.0
+    assert fake_fitter.calls[0]["config"].hidden_keypoints == 0.5
     assert fake_fitter.calls[0]["kwargs"] == {"lifter": lifter}
     code, err = run_cli(["fit", *photos, "--out", tmp_path / "out2", "-q"], capsys, monkeypatch)
     assert code == 0, err
@@ -288,6 +289,7 @@ def test_cli_lifter_and_lift_blend_reach_the_fitter(tmp_path: Path, photos, caps
     assert fake_fitter.calls[1]["config"].lift_blend == FitImageConfig().lift_blend
     assert fake_fitter.calls[1]["config"].lift_blend_hidden == FitImageConfig().lift_blend_hidden
     assert fake_fitter.calls[1]["config"].unsure_hidden == FitImageConfig().unsure_hidden
+    assert fake_fitter.calls[1]["config"].hidden_keypoints == FitImageConfig().hidden_keypoints
     assert fake_fitter.calls[1]["config"].lift_blend_inconsistent == FitImageConfig().lift_blend_inconsistent
     assert fake_fitter.calls[1]["config"].inconsistent_keypoints == FitImageConfig().inconsistent_keypoints
     assert fake_fitter.calls[1]["kwargs"] == {}

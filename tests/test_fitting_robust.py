@@ -244,3 +244,26 @@ def test_image_evidence_of_hidden_pixels_lights_up_an_occluder_the_mask_and_keyp
     rho = term.pixel_prior(ctx2, frags.bary_fg.clamp(min=0.0), frags.batch_index, frags.face_verts, frags.pix)
     assert torch.all(rho >= ctx2.batch.hidden.reshape(-1)[frags.pix].clamp(max=0.99) - 1e-6)
     assert cov.numel() == frags.pix.numel()
+
+
+def test_the_map_reads_keypoint_visibility_instead_of_confidences_lowered_for_the_fit(fb, occluded):
+    """``FitBatch.keypoint_visibility``: keypoints whose confidences were lowered for the fit (0.1 under the
+    occluder) but whose visibility says 1 give the map of the original confidences, and the other way round."""
+    scene, _ = occluded
+    kp = scene.keypoints.clone()
+    uv = (kp[..., :2] * SIZE / RES).long().clamp(0, SIZE - 1)
+    hidden = torch.stack([scene.box[b, uv[b, :, 1], uv[b, :, 0]] for b in range(len(kp))])
+    low = kp.clone()
+    low[..., 2] = torch.where(hidden & (kp[..., 2] > 0), torch.full_like(kp[..., 2], 0.1), kp[..., 2])
+
+    def occlusion(keypoints, visibility=None):
+        ctx = _ctx(fb, scene, scene.gt_mask.float(), scene.gt_transl)
+        ctx.batch.keypoints, ctx.batch.joint_set, ctx.want_occlusion = keypoints, "spin24", True
+        ctx.batch.keypoint_visibility = visibility
+        with torch.no_grad():
+            MaskOutlierTerm(FitConfig())(ctx)
+        return ctx.occlusion[0]
+
+    assert torch.allclose(occlusion(low, kp[..., 2]), occlusion(kp), atol=1e-6)
+    assert torch.allclose(occlusion(kp, low[..., 2]), occlusion(low), atol=1e-6)
+    assert not torch.allclose(occlusion(kp), occlusion(low), atol=1e-2)

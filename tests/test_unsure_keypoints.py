@@ -31,18 +31,20 @@ def _person(body):
     return kp, StartParams(orient, pose, torch.zeros(1, 10), transl)
 
 
-def _fit(body, kps: list[np.ndarray], start, k: float, inconsistent: float = 0.0, c: float = 0.0):
+def _fit(body, kps: list[np.ndarray], start, k: float, inconsistent: float = 0.0, c: float = 0.0,
+         hidden: np.ndarray | None = None, hk: float = 0.0):
     from neuralfit.fitting import FitConfig
     from neuralfit.photo.people import Crop
     from neuralfit.photo.start import PersonStart
     from neuralfit.photo.steps import PersonCrop, fit_all
 
     crops = [PersonCrop(Crop(np.array([RES / 2, RES / 2]), 1.0, RES), kp, "spin24", None, FOCAL,
-                        np.array([RES / 2, RES / 2]), np.array([20.0, 10.0, 200.0, 214.0])) for kp in kps]
+                        np.array([RES / 2, RES / 2]), np.array([20.0, 10.0, 200.0, 214.0]), hidden=hidden)
+             for kp in kps]
     starts = [PersonStart(start, "mediapipe3d", True, inconsistent) for _ in kps]
     cfg = FitConfig.photo(stage1_iters=5, stage2_iters=30)
     return fit_all("keypoints", crops, starts, None, body, None, None, cfg, "cpu", unsure_hidden=k,
-                   inconsistent_keypoints=c)
+                   inconsistent_keypoints=c, hidden_keypoints=hk)
 
 
 def test_an_occluded_persons_unsure_keypoints_stop_dragging_the_fit(free_body):
@@ -101,17 +103,55 @@ def test_hidden_weight_is_the_clipped_share_of_unsure_limbs(free_body):
     assert hidden_weight(free_body, None, None, 1.5) == 0.0
 
 
+@pytest.mark.parametrize("name", ["unsure_hidden", "inconsistent_keypoints", "hidden_keypoints"])
 @pytest.mark.parametrize("value", [-1.0, float("nan")])
-def test_negative_unsure_hidden_is_refused(value):
+def test_negative_keypoint_trust_settings_are_refused(name, value):
     from neuralfit.pipeline import FitImageConfig
 
-    with pytest.raises(NeuralfitError, match="unsure_hidden"):
-        FitImageConfig(unsure_hidden=value)
+    with pytest.raises(NeuralfitError, match=name):
+        FitImageConfig(**{name: value})
 
 
-@pytest.mark.parametrize("value", [-1.0, float("nan")])
-def test_negative_inconsistent_keypoints_is_refused(value):
-    from neuralfit.pipeline import FitImageConfig
 
-    with pytest.raises(NeuralfitError, match="inconsistent_keypoints"):
-        FitImageConfig(inconsistent_keypoints=value)
+
+def test_hidden_at_samples_the_hidden_map_where_each_keypoint_lies():
+    """A 56 x 56 map over a 224-px crop (4 px per cell): 1 inside a block, 0 elsewhere. A keypoint at a cell
+    centre inside reads 1; on the border between a 0 and a 1 cell, 0.5 (bilinear); off the crop or NaN, 0."""
+    from neuralfit.photo.steps import hidden_at
+
+    h = np.zeros((56, 56), np.float32)
+    h[10:20, 30:40] = 1.0
+    kp = np.array([[35 * 4 + 2, 15 * 4 + 2, 0.9],  # cell (15, 35): inside
+                   [30 * 4, 15 * 4 + 2, 0.9],  # between cells 29 (0) and 30 (1)
+                   [2.0, 2.0, 0.9],  # cell (0, 0): visible
+                   [300.0, 60.0, 0.9],  # off the crop
+                   [np.nan, np.nan, 0.0]], np.float32)
+    np.testing.assert_allclose(hidden_at(h, kp, 224), [1.0, 0.5, 0.0, 0.0, 0.0], atol=1e-6)
+
+
+def test_keypoints_where_the_part_head_sees_no_body_stop_dragging_the_fit(free_body):
+    """``hidden_keypoints`` k: a keypoint's confidence is scaled by 1 - min(1, k h), h the crop's hidden map
+    at the keypoint. The legs' keypoints, confident but 40 px off, lie in a block the map calls hidden (h = 1):
+    with k = 1 the fit equals the fit with them removed; with k = 0.5 their confidence halves (0.9 -> 0.45),
+    as given that way; k = 0 ignores the map."""
+    names = list(free_body.keypoint_sets["spin24"].names)
+    legs = [names.index(f"{s}_{j}") for s in ("left", "right") for j in ("hip", "knee", "ankle")]
+    clean, start = _person(free_body)
+    moved = clean.copy()
+    moved[legs, 0] += 40.0
+    hidden = np.zeros((RES // 4, RES // 4), np.float32)
+    cells = np.clip((moved[legs, :2] / 4).astype(int), 0, RES // 4 - 1)
+    for x, y in cells:
+        hidden[max(0, y - 2):y + 3, max(0, x - 2):x + 3] = 1.0
+    removed, half = moved.copy(), moved.copy()
+    removed[legs, 2] = 0.0
+    half[legs, 2] *= 0.5
+    assert hidden[(clean[:, 1] / 4).astype(int), (clean[:, 0] / 4).astype(int)][
+        [i for i in range(len(clean)) if i not in legs and clean[i, 2] > 0]].max() == 0.0  # the rest is seen
+    on = _fit(free_body, [moved], start, 0.0, hidden=hidden, hk=1.0)[0].body_pose
+    np.testing.assert_allclose(on, _fit(free_body, [removed], start, 0.0)[0].body_pose, atol=1e-6)
+    np.testing.assert_allclose(_fit(free_body, [moved], start, 0.0, hidden=hidden, hk=0.5)[0].body_pose,
+                               _fit(free_body, [half], start, 0.0)[0].body_pose, atol=1e-6)
+    off = _fit(free_body, [moved], start, 0.0, hidden=hidden, hk=0.0)[0].body_pose
+    np.testing.assert_allclose(off, _fit(free_body, [moved], start, 0.0)[0].body_pose, atol=1e-6)
+    assert np.abs(off - on).max() > 0.02

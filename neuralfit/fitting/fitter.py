@@ -62,6 +62,9 @@ class FitBatch:
             mask's resolution; read by the mask-outlier term's occlusion prior and map; or None.
         keypoint_weight: (B,) in [0, 1], a per-sample factor on the keypoint terms (how far this person's
             2D keypoints are trusted as a whole; ``neuralfit.photo.steps.fit_all``), or None (1).
+        keypoint_visibility: (B, J) in [0, 1], the detector's own say on whether each keypoint is visible,
+            read by the occlusion prior and map instead of the keypoints' confidences when the caller has
+            lowered those for the fit on evidence the map counts already (``FitBatch.hidden``); or None.
     """
 
     global_orient: torch.Tensor
@@ -80,6 +83,7 @@ class FitBatch:
     occluders: torch.Tensor | None = None
     hidden: torch.Tensor | None = None
     keypoint_weight: torch.Tensor | None = None
+    keypoint_visibility: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -276,6 +280,15 @@ class Fitter:
                         (w < 0).any() or (w > 1).any():
                     raise _shape_error("keypoint_weight", w, f"(B={B},) finite, in [0, 1]")
                 out.keypoint_weight = w.float().to(dev)
+            v = batch.keypoint_visibility
+            if v is not None:
+                if not torch.is_tensor(v) or tuple(v.shape) != (B, J) or not torch.isfinite(v).all() or \
+                        (v < 0).any() or (v > 1).any():
+                    raise _shape_error("keypoint_visibility", v, f"(B={B}, J={J}) finite, in [0, 1]")
+                v = v.float().to(dev)
+                if self.config.min_keypoint_confidence > 0:  # gated like the confidences
+                    v = v.masked_fill(v < self.config.min_keypoint_confidence, 0.0)
+                out.keypoint_visibility = v
         for name in ("features", "part_probs", "mask", "occluders", "hidden"):
             t = getattr(out, name)
             if t is not None and not torch.isfinite(t).all():
@@ -413,7 +426,7 @@ def _duplicate_batch(batch: FitBatch) -> FitBatch:
     return FitBatch(go2, dup(batch.body_pose), dup(batch.transl), dup(batch.betas), batch.res, dup(batch.features),
                     dup(batch.part_probs), dup(batch.keypoints), batch.joint_set, dup(batch.mask), focal,
                     dup(batch.principal_point), group, dup(batch.occluders), dup(batch.hidden),
-                    dup(batch.keypoint_weight))
+                    dup(batch.keypoint_weight), dup(batch.keypoint_visibility))
 
 
 def _on_device(module, device: torch.device):

@@ -39,6 +39,8 @@ class Observations:
         occluders: (B, H, W) the other people's masks in each crop (same grid as ``mask``).
         hidden: (B, H, W) evidence that a body pixel is hidden (same grid as ``mask``; ``FitBatch.hidden``).
         keypoint_weight: (B,) per-crop factor on the keypoint terms (``FitBatch.keypoint_weight``).
+        keypoint_visibility: (B, J) the detector's confidences for the occlusion map
+            (``FitBatch.keypoint_visibility``).
     """
 
     res: int
@@ -53,6 +55,7 @@ class Observations:
     occluders: torch.Tensor | None = None
     hidden: torch.Tensor | None = None
     keypoint_weight: torch.Tensor | None = None
+    keypoint_visibility: torch.Tensor | None = None
 
 
 def check_method(method: str) -> str:
@@ -79,7 +82,8 @@ def fit_batch(start: StartParams, obs: Observations, method: str) -> FitBatch:
                     features=obs.features if neural else None, part_probs=obs.part_probs if neural else None,
                     keypoints=obs.keypoints, joint_set=obs.joint_set if obs.keypoints is not None else "smpl24",
                     mask=obs.mask, focal=obs.focal, principal_point=obs.principal_point, group=obs.group,
-                    occluders=obs.occluders, hidden=obs.hidden, keypoint_weight=obs.keypoint_weight)
+                    occluders=obs.occluders, hidden=obs.hidden, keypoint_weight=obs.keypoint_weight,
+                    keypoint_visibility=obs.keypoint_visibility)
 
 
 def observations_from_prediction(pred: Any, keypoints: torch.Tensor | None = None,

@@ -270,10 +270,13 @@ class MaskOutlierTerm:
         if b.keypoints is None:
             return None
         with torch.no_grad():
+            kp = b.keypoints
+            if b.keypoint_visibility is not None:
+                kp = torch.cat([kp[..., :2], b.keypoint_visibility[..., None]], -1)
             kp3d, valid = ctx.body.keypoints(ctx.posed, b.joint_set)
-            mix = keypoint_mixture(project(kp3d, ctx.cam), b.keypoints, valid, ctx.cam.res,
+            mix = keypoint_mixture(project(kp3d, ctx.cam), kp, valid, ctx.cam.res,
                                    self.cfg.keypoint_outlier_sigma, self.cfg.keypoint_outlier_eps)
-            hidden = 1.0 - b.keypoints[..., 2].clamp(0.0, 1.0) * mix.inlier  # (B, J); 1 when undetected
+            hidden = 1.0 - kp[..., 2].clamp(0.0, 1.0) * mix.inlier  # (B, J); 1 when undetected
             h_v = hidden[:, self._assignment(ctx)]  # (B, V)
             V = h_v.shape[1]
             w = bary / bary.sum(-1, keepdim=True).clamp(min=1e-8)

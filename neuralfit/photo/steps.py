@@ -142,6 +142,22 @@ def hidden_from_parts(crops: list[PersonCrop], pred, value_range: tuple[float, f
         c.hidden = np.clip((b - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
 
 
+def hidden_at(hidden: np.ndarray, keypoints: np.ndarray, res: int) -> np.ndarray:
+    """(J,) the (h, w) ``hidden`` map (spanning a ``res``-pixel crop) bilinearly sampled at the (J, 2+) keypoints'
+    crop pixels; 0 off the crop or at a non-finite keypoint."""
+    h, w = hidden.shape
+    uv = np.nan_to_num(np.asarray(keypoints, np.float64)[:, :2], nan=-1e9)
+    x, y = uv[:, 0] * w / res - 0.5, uv[:, 1] * h / res - 0.5  # pixel centres
+    inside = (x > -0.5) & (x < w - 0.5) & (y > -0.5) & (y < h - 0.5)
+    x, y = np.clip(x, 0, w - 1), np.clip(y, 0, h - 1)
+    x0, y0 = np.floor(x).astype(int), np.floor(y).astype(int)
+    x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
+    fx, fy = x - x0, y - y0
+    v = (hidden[y0, x0] * (1 - fx) * (1 - fy) + hidden[y0, x1] * fx * (1 - fy) + hidden[y1, x0] * (1 - fx) * fy
+         + hidden[y1, x1] * fx * fy)
+    return np.where(inside, v, 0.0)
+
+
 def start_people(init: str, crops: list[PersonCrop], people: list[Person], image_names: list[str | None],
                  body, prior, net, pred, lifter=None, lift_blend: float = 0.0,
                  lift_blend_hidden: float = 0.0,
@@ -169,8 +185,8 @@ def _keypoints_of(c: PersonCrop, pred, j: int) -> tuple[np.ndarray | None, str |
 
 
 def fit_all(method: str, crops: list[PersonCrop], starts: list[PersonStart], pred, body, neural_model, prior,
-            config, device: str, unsure_hidden: float = 0.0, inconsistent_keypoints: float = 0.0
-            ) -> list[FittedPerson]:
+            config, device: str, unsure_hidden: float = 0.0, inconsistent_keypoints: float = 0.0,
+            hidden_keypoints: float = 0.0) -> list[FittedPerson]:
     """Fit everyone: one batch per (joint set, needs a second hypothesis), through ``fit_batch``.
 
     ``unsure_hidden`` = k: a person's keypoints below :data:`~neuralfit.photo.start.UNSURE_CONFIDENCE` are
@@ -178,7 +194,9 @@ def fit_all(method: str, crops: list[PersonCrop], starts: list[PersonStart], pre
     keypoints of an occluded person's hidden limbs (mediapipe guesses them) are left to the start.
     ``inconsistent_keypoints`` = c: the keypoint terms of a person are weighted by ``1 - min(1, c w)``, ``w``
     their start's ``inconsistent`` (mediapipe's 3D and 2D disagree, so its 2D is suspect too: the fit leans
-    on the start and the priors).
+    on the start and the priors). ``hidden_keypoints`` = k: each keypoint's confidence is scaled by
+    ``1 - min(1, k h)``, ``h`` the crop's ``hidden`` map where the keypoint lies (:func:`hidden_at`): the part
+    head sees no body there, so the detector guessed it.
     """
     from neuralfit.fitting import Fitter
     from neuralfit.fitting.inputs import Observations, fit_batch
@@ -192,6 +210,15 @@ def fit_all(method: str, crops: list[PersonCrop], starts: list[PersonStart], pre
         if kp is not None and unsure_weight[j] < 1.0:
             kp = kp.copy()
             kp[kp[:, 2] < UNSURE_CONFIDENCE, 2] *= unsure_weight[j]
+            kps[j] = (kp, js)
+    # The occlusion map reads the confidences before the part head's say, which reaches it directly.
+    visibility = [None if kp is None else np.nan_to_num(kp[:, 2], nan=0.0) for kp, _ in kps]
+    scaled = False
+    for j, (kp, js) in enumerate(kps):
+        if kp is not None and hidden_keypoints > 0 and crops[j].hidden is not None:
+            scaled = True
+            kp = kp.copy()
+            kp[:, 2] *= 1.0 - np.minimum(1.0, hidden_keypoints * hidden_at(crops[j].hidden, kp, crops[j].crop.res))
             kps[j] = (kp, js)
     # The keypoint terms are confidence-weighted means, so a person's trust as a whole is a term weight.
     kp_weight = [1.0 - min(1.0, inconsistent_keypoints * s.inconsistent) for s in starts]
@@ -210,7 +237,9 @@ def fit_all(method: str, crops: list[PersonCrop], starts: list[PersonStart], pre
                            focal=torch.tensor([crops[j].focal for j in members], dtype=torch.float32),
                            principal_point=torch.tensor(np.stack([crops[j].principal_point for j in members]),
                                                         dtype=torch.float32),
-                           keypoint_weight=torch.tensor([kp_weight[j] for j in members], dtype=torch.float32))
+                           keypoint_weight=torch.tensor([kp_weight[j] for j in members], dtype=torch.float32),
+                           keypoint_visibility=None if keypoints is None or not scaled else
+                           torch.tensor(np.stack([visibility[j] for j in members]), dtype=torch.float32))
         if method == "neural":
             obs.features, obs.part_probs = pred["features"][sel], pred["part_probs"][sel]
         masks = [crops[j].mask for j in members]
