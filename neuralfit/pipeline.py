@@ -99,7 +99,9 @@ class FitImageConfig:
             the crop's ``hidden`` map (``hidden_from_parts``) where the keypoint lies
             (``photo.steps.hidden_at``): where the part head sees no body, mediapipe guessed the keypoint.
             The occlusion map keeps reading the unscaled confidences (``FitBatch.keypoint_visibility``), as it
-            counts the part head's say directly. 0 = off.
+            counts the part head's say directly. 2, chosen on the real occluded benchmark's development frames
+            over 0 / 1 / 2 (docs/occlusion.md, session 14): the man behind 12.5 mm better summed over the
+            placements and clean, the woman in front level (-0.2); 0 = off.
         hidden_from_parts: the network's part head also says where the body is hidden: its background
             probability on the person, mapped linearly from ``[lo, hi]`` to [0, 1] (clipped), becomes the
             fitter's ``FitBatch.hidden`` (``photo.steps.hidden_from_parts``). mediapipe's segmentation fills
@@ -127,7 +129,7 @@ class FitImageConfig:
     lift_blend_inconsistent: tuple[float, float] | None = (0.08, 0.16)
     unsure_hidden: float = 3.0
     inconsistent_keypoints: float = 2.0
-    hidden_keypoints: float = 0.0
+    hidden_keypoints: float = 2.0
     hidden_from_parts: tuple[float, float] | None = (0.35, 0.65)
     fit: FitConfig | None = None
     write_overlay: bool = True
