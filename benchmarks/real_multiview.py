@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         match_rows,
         method_folder,
         person_table,
+        relative_lines,
         run_method,
         run_multi,
         score_rows,
@@ -131,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         person_table(per_method, people, found=bool(multi)),
         "",
+        *([relative_lines(per_method, people), ""] if "mediapipe3d" in per_method and len(per_method) > 1 else []),
         *([f"Found (multi methods: matched one-to-one on the {args.match_on}, within {args.match_dist:g} x the "
            "person's box size; per-box methods: a body came back):", "",
            found_lines(per_method, matches, multi), ""] if multi else []),

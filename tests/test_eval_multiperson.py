@@ -33,6 +33,7 @@ from neuralfit.eval.real_report import (
     match_rows,
     method_folder,
     person_table,
+    relative_lines,
     run_multi,
     score_rows,
 )
@@ -333,3 +334,23 @@ def test_who_by_mask_reads_the_torso_against_the_person_masks():
     assert who_by_mask(right, own, [np.zeros_like(own)], step) == "self"
     assert who_by_mask(np.full((4, 2), np.nan), own, [other], step) == "none"
     assert who_by_mask(left, None, [other], step) == "none"
+
+
+def test_relative_lines_compare_means_on_the_person_views_every_method_fitted():
+    """The camera issue's gates as printed: 1 - mean(method) / mean(mediapipe3d) of the PA as BlazePose points,
+    over the person-views both fitted. View 2 failed for the fit, so mediapipe's 200 mm there is left out:
+    1 - (90 + 70) / (100 + 80) = 11.11 %."""
+    from neuralfit.eval.multiview import Scores
+    from neuralfit.eval.real_methods import MethodResult
+    from neuralfit.eval.real_report import Row
+
+    def row(view: int, pa: float, ok: bool = True) -> Row:
+        it = PersonView(0, view, "front", np.zeros(4), np.zeros((33, 3)), np.zeros((12, 3)), np.zeros((12, 3)), 1.0)
+        s = Scores(pa, pa, pa, pa)
+        return Row(it, MethodResult(ok), s, s, s, "self")
+
+    per_method = {"mediapipe3d": [row(0, 100.0), row(1, 80.0), row(2, 200.0)],
+                  "default": [row(0, 90.0), row(1, 70.0), row(2, float("nan"), ok=False)]}
+    assert relative_lines(per_method, ["front"]) == (
+        "- front, `default`: 80.00 vs 90.00 mm PA as BlazePose points, +11.11 % better than `mediapipe3d`")
+    assert relative_lines({"default": per_method["default"]}, ["front"]) == ""

@@ -209,6 +209,31 @@ def person_table(per_method: dict[str, list[Row]], people: list[str], found: boo
     return "\n".join(lines)
 
 
+def relative_lines(per_method: dict[str, list[Row]], people: list[str], ref: str = "mediapipe3d") -> str:
+    """Markdown lines: each method's mean PA-MPJPE as BlazePose points relative to ``ref``'s, per person, on
+    the person-views every method fitted, to two decimals (the camera issue's gates are percentages, and the
+    table's 0.1 mm rounding can flip one). "" when ``ref`` was not run."""
+    if ref not in per_method:
+        return ""
+    keys = common_keys(per_method)
+
+    def mean_bp(rows: list[Row], person: str) -> float:
+        v = [r.scores_bp.pa_mpjpe for r in rows if r.item.person == person and item_tag(r.item) in keys]
+        v = [x for x in v if np.isfinite(x)]
+        return float(np.mean(v)) if v else float("nan")
+
+    out = []
+    for person in people:
+        base = mean_bp(per_method[ref], person)
+        for name, rows in per_method.items():
+            if name == ref or not base > 0:  # NaN or an exact reference: no ratio
+                continue
+            m = mean_bp(rows, person)
+            out.append(f"- {person}, `{name}`: {m:.2f} vs {base:.2f} mm PA as BlazePose points, "
+                       f"{100 * (1 - m / base):+.2f} % better than `{ref}`")
+    return "\n".join(out)
+
+
 def both_found(rows: list[Row], people: tuple[str, str] = ("front", "back")) -> tuple[int, int, int]:
     """Over the frame-views where both ``people`` have GT (among ``rows``): how many had both found
     (a body came back for each), and how many had both found on the right person (neither "other").
