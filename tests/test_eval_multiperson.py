@@ -352,5 +352,5 @@ def test_relative_lines_compare_means_on_the_person_views_every_method_fitted():
     per_method = {"mediapipe3d": [row(0, 100.0), row(1, 80.0), row(2, 200.0)],
                   "default": [row(0, 90.0), row(1, 70.0), row(2, float("nan"), ok=False)]}
     assert relative_lines(per_method, ["front"]) == (
-        "- front, `default`: 80.00 vs 90.00 mm PA as BlazePose points, +11.11 % better than `mediapipe3d`")
+        "- front, `default`: 80.00 vs 90.00 mm PA as BlazePose points, +11.111 % better than `mediapipe3d`")
     assert relative_lines({"default": per_method["default"]}, ["front"]) == ""

@@ -230,7 +230,7 @@ def relative_lines(per_method: dict[str, list[Row]], people: list[str], ref: str
                 continue
             m = mean_bp(rows, person)
             out.append(f"- {person}, `{name}`: {m:.2f} vs {base:.2f} mm PA as BlazePose points, "
-                       f"{100 * (1 - m / base):+.2f} % better than `{ref}`")
+                       f"{100 * (1 - m / base):+.3f} % better than `{ref}`")
     return "\n".join(out)
 
 
