@@ -103,6 +103,11 @@ def test_outputs_on_disk(photo_fits):
             assert 0.0 <= p["landmark_inconsistency"] <= 1.0
             c = FitImageConfig().inconsistent_keypoints
             assert p["keypoint_term_weight"] == pytest.approx(1.0 - min(1.0, c * p["landmark_inconsistency"]), abs=1e-3)
+            # The part head's say per keypoint (default on): factors in [0, 1], one per keypoint; a clean
+            # photo's body is seen, so most keypoints keep most of their confidence.
+            w = p["hidden_keypoint_weight"]
+            assert len(w) == len(p["keypoint_outlier"]) and all(0.0 <= v <= 1.0 for v in w)
+            assert np.median(w) > 0.5
 
 
 def _occluded_legs(img: np.ndarray, kp: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]:

@@ -148,7 +148,13 @@ def test_keypoints_where_the_part_head_sees_no_body_stop_dragging_the_fit(free_b
     half[legs, 2] *= 0.5
     assert hidden[(clean[:, 1] / 4).astype(int), (clean[:, 0] / 4).astype(int)][
         [i for i in range(len(clean)) if i not in legs and clean[i, 2] > 0]].max() == 0.0  # the rest is seen
-    on = _fit(free_body, [moved], start, 0.0, hidden=hidden, hk=1.0)[0].body_pose
+    fitted = _fit(free_body, [moved], start, 0.0, hidden=hidden, hk=1.0)[0]
+    on = fitted.body_pose
+    # The factor is reported per keypoint: 0 on the legs (inside the block), 1 on keypoints the map calls seen.
+    seen = [i for i in range(len(clean)) if i not in legs and clean[i, 2] > 0]
+    np.testing.assert_allclose(fitted.hidden_keypoint_weight[legs], 0.0, atol=1e-6)
+    np.testing.assert_allclose(fitted.hidden_keypoint_weight[seen], 1.0, atol=1e-6)
+    assert _fit(free_body, [moved], start, 0.0, hidden=hidden, hk=0.0)[0].hidden_keypoint_weight is None
     np.testing.assert_allclose(on, _fit(free_body, [removed], start, 0.0)[0].body_pose, atol=1e-6)
     np.testing.assert_allclose(_fit(free_body, [moved], start, 0.0, hidden=hidden, hk=0.5)[0].body_pose,
                                _fit(free_body, [half], start, 0.0)[0].body_pose, atol=1e-6)

@@ -90,6 +90,8 @@ def fit_summary(r: ImageFit, info: RunInfo | None = None) -> dict[str, Any]:
         if p.keypoint_outlier is not None:  # p(outlier) per keypoint of joint_set; null = not observed
             entry["keypoint_outlier"] = [None if not np.isfinite(v) else round(float(v), 4)
                                          for v in p.keypoint_outlier]
+        if p.hidden_keypoint_weight is not None:  # per keypoint of joint_set, from the part head's hidden map
+            entry["hidden_keypoint_weight"] = [round(float(v), 4) for v in p.hidden_keypoint_weight]
         err = keypoint_errors(p)
         if err is not None:
             size = float(max(p.bbox[2] - p.bbox[0], p.bbox[3] - p.bbox[1]))

@@ -30,6 +30,8 @@ class PersonFit:
         landmark_inconsistency: how far mediapipe's 3D landmarks failed to project onto its 2D keypoints, 0 to
             1 (``FitImageConfig.lift_blend_inconsistent``); keypoint_term_weight: the weight of this person's
             keypoint terms in the fit (``FitImageConfig.inconsistent_keypoints``; 1 = full).
+        hidden_keypoint_weight: (J,) the factor the 2D fit put on each keypoint's confidence because the part
+            head sees no body there (``FitImageConfig.hidden_keypoints``; 1 = as detected), or None (off).
         observations: what the fit's 2D keypoints came from: ``keypoints`` (mediapipe or the keypoint file),
             ``network`` (the network's heatmaps inside a ``--bbox`` where mediapipe found nobody), or ``none``.
     """
@@ -57,6 +59,7 @@ class PersonFit:
     landmark_inconsistency: float = 0.0
     keypoint_term_weight: float = 1.0
     observations: str = "keypoints"
+    hidden_keypoint_weight: np.ndarray | None = None
 
 
 @dataclass

@@ -65,6 +65,7 @@ class FittedPerson:
     keypoint_outlier: np.ndarray | None = None  # (J,) p(outlier) per keypoint, NaN = not observed
     unsure_weight: float = 1.0  # weight of the keypoints below UNSURE_CONFIDENCE in the fit (fit_all)
     keypoint_weight: float = 1.0  # weight of the person's keypoint terms (fit_all)
+    hidden_keypoint_weight: np.ndarray | None = None  # (J,) factor on each confidence from the hidden map (fit_all)
 
 
 def crop_people(pics: list, people: list[Person], results: list[ImageFit], res: int, padding: float,
@@ -213,13 +214,15 @@ def fit_all(method: str, crops: list[PersonCrop], starts: list[PersonStart], pre
             kps[j] = (kp, js)
     # The occlusion map reads the confidences before the part head's say, which reaches it directly.
     visibility = [None if kp is None else np.nan_to_num(kp[:, 2], nan=0.0) for kp, _ in kps]
-    scaled = False
+    hidden_factor: list[np.ndarray | None] = [None] * len(kps)
     for j, (kp, js) in enumerate(kps):
         if kp is not None and hidden_keypoints > 0 and crops[j].hidden is not None:
-            scaled = True
+            hidden_factor[j] = 1.0 - np.minimum(1.0, hidden_keypoints * hidden_at(crops[j].hidden, kp,
+                                                                                 crops[j].crop.res))
             kp = kp.copy()
-            kp[:, 2] *= 1.0 - np.minimum(1.0, hidden_keypoints * hidden_at(crops[j].hidden, kp, crops[j].crop.res))
+            kp[:, 2] *= hidden_factor[j]
             kps[j] = (kp, js)
+    scaled = any(f is not None for f in hidden_factor)
     # The keypoint terms are confidence-weighted means, so a person's trust as a whole is a term weight.
     kp_weight = [1.0 - min(1.0, inconsistent_keypoints * s.inconsistent) for s in starts]
     groups: dict[tuple[str | None, bool], list[int]] = {}
@@ -272,7 +275,7 @@ def fit_all(method: str, crops: list[PersonCrop], starts: list[PersonStart], pre
                 int(res.hypothesis[b]) if res.hypothesis is not None else 0,
                 None if res.occlusion is None else res.occlusion[b].float().cpu().numpy(),
                 float(res.occlusion_fraction[b]) if res.occlusion_fraction is not None else 0.0,
-                None if outlier is None else outlier[b], unsure_weight[j], kp_weight[j])
+                None if outlier is None else outlier[b], unsure_weight[j], kp_weight[j], hidden_factor[j])
     return out  # type: ignore[return-value]
 
 
@@ -329,6 +332,7 @@ def finish_image(pic: np.ndarray, r: ImageFit, people: list[Person], crops: list
             occlusion_fraction=fit.occlusion_fraction, start=s.source, occlusion=fit.occlusion,
             keypoint_outlier=fit.keypoint_outlier, unsure_keypoint_weight=fit.unsure_weight,
             landmark_inconsistency=s.inconsistent, keypoint_term_weight=fit.keypoint_weight,
+            hidden_keypoint_weight=fit.hidden_keypoint_weight,
             # No detected keypoints: a --bbox where mediapipe found nobody, fitted to the network's heatmaps.
             observations="keypoints" if p.keypoints is not None else "network"))
         if fit.occlusion is not None and occ_img is not None:
