@@ -102,6 +102,12 @@ class FitImageConfig:
             counts the part head's say directly. 2, chosen on the real occluded benchmark's development frames
             over 0 / 1 / 2 (docs/occlusion.md, session 14): the man behind 12.5 mm better summed over the
             placements and clean, the woman in front level (-0.2); 0 = off.
+        hidden_keypoints_start: the same factor with this k on the keypoints the start reads (the lifter's input
+            confidences, the IK weights, the hidden-limb share of ``lift_blend_hidden``), as the lifter was
+            trained with hidden joints at low confidence. 0 = off: k = 2 on the occluded development frames
+            helped under the squares and the adversarial square (front 90.0 -> 85.4, back 196.6 -> 188.3 mm) but
+            cost the legs and arm + torso blocks 0.6-3.5 mm, and the lifter alone lost 5-10 mm there
+            (docs/occlusion.md, session 14).
         hidden_from_parts: the network's part head also says where the body is hidden: its background
             probability on the person, mapped linearly from ``[lo, hi]`` to [0, 1] (clipped), becomes the
             fitter's ``FitBatch.hidden`` (``photo.steps.hidden_from_parts``). mediapipe's segmentation fills
@@ -130,6 +136,7 @@ class FitImageConfig:
     unsure_hidden: float = 3.0
     inconsistent_keypoints: float = 2.0
     hidden_keypoints: float = 2.0
+    hidden_keypoints_start: float = 0.0
     hidden_from_parts: tuple[float, float] | None = (0.35, 0.65)
     fit: FitConfig | None = None
     write_overlay: bool = True
@@ -161,6 +168,8 @@ class FitImageConfig:
                                      f"{self.lift_blend_inconsistent}")
         if not self.inconsistent_keypoints >= 0.0:
             raise NeuralfitError(f"inconsistent_keypoints must be >= 0, got {self.inconsistent_keypoints}")
+        if not self.hidden_keypoints_start >= 0.0:
+            raise NeuralfitError(f"hidden_keypoints_start must be >= 0, got {self.hidden_keypoints_start}")
         if not self.hidden_keypoints >= 0.0:
             raise NeuralfitError(f"hidden_keypoints must be >= 0, got {self.hidden_keypoints}")
         if not self.unsure_hidden >= 0.0:
@@ -413,7 +422,7 @@ class ImageFitter:
         names = [Path(results[p.image_index].source).name for p in people]
         starts = steps.start_people(self.config.init, crops, people, names, self.body, self.prior, self.net, pred,
                                     self.lifter, self.config.lift_blend, self.config.lift_blend_hidden,
-                                    self.config.lift_blend_inconsistent)
+                                    self.config.lift_blend_inconsistent, self.config.hidden_keypoints_start)
         timer.lap("start")
         fitted = steps.fit_all(self.method, crops, starts, pred, self.body, self.neural_model, self.prior,
                                self.fit_config, self.device, self.config.unsure_hidden,

@@ -103,7 +103,8 @@ def test_hidden_weight_is_the_clipped_share_of_unsure_limbs(free_body):
     assert hidden_weight(free_body, None, None, 1.5) == 0.0
 
 
-@pytest.mark.parametrize("name", ["unsure_hidden", "inconsistent_keypoints", "hidden_keypoints"])
+@pytest.mark.parametrize("name", ["unsure_hidden", "inconsistent_keypoints", "hidden_keypoints",
+                                  "hidden_keypoints_start"])
 @pytest.mark.parametrize("value", [-1.0, float("nan")])
 def test_negative_keypoint_trust_settings_are_refused(name, value):
     from neuralfit.pipeline import FitImageConfig
@@ -161,3 +162,28 @@ def test_keypoints_where_the_part_head_sees_no_body_stop_dragging_the_fit(free_b
     off = _fit(free_body, [moved], start, 0.0, hidden=hidden, hk=0.0)[0].body_pose
     np.testing.assert_allclose(off, _fit(free_body, [moved], start, 0.0)[0].body_pose, atol=1e-6)
     assert np.abs(off - on).max() > 0.02
+
+
+def test_the_start_reads_the_part_heads_say_when_asked(monkeypatch):
+    """``hidden_keypoints`` of ``steps.start_people``: the start (lifter, IK weights, hidden-limb share) gets each
+    keypoint's confidence x ``1 - min(1, k h)``; k = 0 passes the detections through unchanged."""
+    from neuralfit.photo import start as start_mod
+    from neuralfit.photo.people import Crop
+    from neuralfit.photo.steps import PersonCrop, start_people
+
+    seen = []
+    monkeypatch.setattr(start_mod, "start_people", lambda init, inputs, body, **kw: seen.append(inputs) or [])
+    kp = np.array([[20.0, 20.0, 0.9], [200.0, 200.0, 0.8]], np.float32)  # a crop pixel in each corner
+    hidden = np.zeros((56, 56), np.float32)
+    hidden[45:, 45:] = 0.4  # the second keypoint lies where the part head sees little body
+    crop = PersonCrop(Crop(np.array([112.0, 112.0]), 1.0, 224), kp, "blazepose33", None, 500.0,
+                      np.array([112.0, 112.0]), np.array([0.0, 0.0, 224.0, 224.0]), hidden=hidden)
+
+    class _P:
+        world_landmarks = None
+
+    start_people("mediapipe3d", [crop], [_P()], [None], None, None, None, None, hidden_keypoints=2.0)
+    np.testing.assert_allclose(seen[-1].keypoints[0][:, 2], [0.9, 0.8 * (1 - 0.8)], rtol=1e-6)
+    start_people("mediapipe3d", [crop], [_P()], [None], None, None, None, None)
+    np.testing.assert_array_equal(seen[-1].keypoints[0], kp)
+    assert crop.keypoints[1, 2] == np.float32(0.8)  # the crop's own detections are never changed

@@ -159,15 +159,35 @@ def hidden_at(hidden: np.ndarray, keypoints: np.ndarray, res: int) -> np.ndarray
     return np.where(inside, v, 0.0)
 
 
+def hidden_factor(c: PersonCrop, keypoints: np.ndarray | None, k: float) -> np.ndarray | None:
+    """(J,) ``1 - min(1, k h)``, ``h`` the crop's ``hidden`` map at each keypoint; None when off (k = 0, no
+    keypoints or no map)."""
+    if k <= 0 or keypoints is None or c.hidden is None:
+        return None
+    return 1.0 - np.minimum(1.0, k * hidden_at(c.hidden, keypoints, c.crop.res))
+
+
+def _scaled(keypoints: np.ndarray | None, factor: np.ndarray | None) -> np.ndarray | None:
+    if keypoints is None or factor is None:
+        return keypoints
+    out = keypoints.copy()
+    out[:, 2] *= factor
+    return out
+
+
 def start_people(init: str, crops: list[PersonCrop], people: list[Person], image_names: list[str | None],
                  body, prior, net, pred, lifter=None, lift_blend: float = 0.0,
                  lift_blend_hidden: float = 0.0,
-                 lift_blend_inconsistent: tuple[float, float] | None = None) -> list[PersonStart]:
-    """Each person's start placed in their crop camera (:func:`neuralfit.photo.start.start_people`)."""
+                 lift_blend_inconsistent: tuple[float, float] | None = None,
+                 hidden_keypoints: float = 0.0) -> list[PersonStart]:
+    """Each person's start placed in their crop camera (:func:`neuralfit.photo.start.start_people`).
+    ``hidden_keypoints`` = k: the start reads each keypoint's confidence x :func:`hidden_factor` (the lifter,
+    the IK weights and the hidden-limb share see the part head's say)."""
     from neuralfit.photo import start
 
+    kps = [_keypoints_of(c, pred, j)[0] for j, c in enumerate(crops)]
     inputs = StartInputs(
-        keypoints=[_keypoints_of(c, pred, j)[0] for j, c in enumerate(crops)],
+        keypoints=[_scaled(kp, hidden_factor(c, kp, hidden_keypoints)) for kp, c in zip(kps, crops, strict=True)],
         joint_sets=[_keypoints_of(c, pred, j)[1] for j, c in enumerate(crops)],
         world_landmarks=[p.world_landmarks for p in people], image_names=image_names,
         focal=np.array([c.focal for c in crops]), principal_point=np.stack([c.principal_point for c in crops]),
@@ -214,15 +234,9 @@ def fit_all(method: str, crops: list[PersonCrop], starts: list[PersonStart], pre
             kps[j] = (kp, js)
     # The occlusion map reads the confidences before the part head's say, which reaches it directly.
     visibility = [None if kp is None else np.nan_to_num(kp[:, 2], nan=0.0) for kp, _ in kps]
-    hidden_factor: list[np.ndarray | None] = [None] * len(kps)
-    for j, (kp, js) in enumerate(kps):
-        if kp is not None and hidden_keypoints > 0 and crops[j].hidden is not None:
-            hidden_factor[j] = 1.0 - np.minimum(1.0, hidden_keypoints * hidden_at(crops[j].hidden, kp,
-                                                                                 crops[j].crop.res))
-            kp = kp.copy()
-            kp[:, 2] *= hidden_factor[j]
-            kps[j] = (kp, js)
-    scaled = any(f is not None for f in hidden_factor)
+    factors = [hidden_factor(c, kp, hidden_keypoints) for c, (kp, _) in zip(crops, kps, strict=True)]
+    kps = [(_scaled(kp, f), js) for (kp, js), f in zip(kps, factors, strict=True)]
+    scaled = any(f is not None for f in factors)
     # The keypoint terms are confidence-weighted means, so a person's trust as a whole is a term weight.
     kp_weight = [1.0 - min(1.0, inconsistent_keypoints * s.inconsistent) for s in starts]
     groups: dict[tuple[str | None, bool], list[int]] = {}
@@ -275,7 +289,7 @@ def fit_all(method: str, crops: list[PersonCrop], starts: list[PersonStart], pre
                 int(res.hypothesis[b]) if res.hypothesis is not None else 0,
                 None if res.occlusion is None else res.occlusion[b].float().cpu().numpy(),
                 float(res.occlusion_fraction[b]) if res.occlusion_fraction is not None else 0.0,
-                None if outlier is None else outlier[b], unsure_weight[j], kp_weight[j], hidden_factor[j])
+                None if outlier is None else outlier[b], unsure_weight[j], kp_weight[j], factors[j])
     return out  # type: ignore[return-value]
 
 
