@@ -166,14 +166,9 @@ class FitImageConfig:
             if not 0.0 <= r0 < r1:
                 raise NeuralfitError(f"lift_blend_inconsistent must be (r0, r1) with 0 <= r0 < r1, got "
                                      f"{self.lift_blend_inconsistent}")
-        if not self.inconsistent_keypoints >= 0.0:
-            raise NeuralfitError(f"inconsistent_keypoints must be >= 0, got {self.inconsistent_keypoints}")
-        if not self.hidden_keypoints_start >= 0.0:
-            raise NeuralfitError(f"hidden_keypoints_start must be >= 0, got {self.hidden_keypoints_start}")
-        if not self.hidden_keypoints >= 0.0:
-            raise NeuralfitError(f"hidden_keypoints must be >= 0, got {self.hidden_keypoints}")
-        if not self.unsure_hidden >= 0.0:
-            raise NeuralfitError(f"unsure_hidden must be >= 0, got {self.unsure_hidden}")
+        for name in ("inconsistent_keypoints", "hidden_keypoints", "hidden_keypoints_start", "unsure_hidden"):
+            if not getattr(self, name) >= 0.0:  # NaN fails too
+                raise NeuralfitError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.hidden_from_parts is not None:
             lo, hi = (float(v) for v in self.hidden_from_parts)
             if not 0.0 <= lo < hi <= 1.0:

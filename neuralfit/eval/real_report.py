@@ -211,7 +211,7 @@ def person_table(per_method: dict[str, list[Row]], people: list[str], found: boo
 
 def relative_lines(per_method: dict[str, list[Row]], people: list[str], ref: str = "mediapipe3d") -> str:
     """Markdown lines: each method's mean PA-MPJPE as BlazePose points relative to ``ref``'s, per person, on
-    the person-views every method fitted, to two decimals (the camera issue's gates are percentages, and the
+    the person-views every method fitted, the ratio to three decimals (the camera issue's gates are percentages, and the
     table's 0.1 mm rounding can flip one). "" when ``ref`` was not run."""
     if ref not in per_method:
         return ""

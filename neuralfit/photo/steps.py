@@ -146,16 +146,13 @@ def hidden_from_parts(crops: list[PersonCrop], pred, value_range: tuple[float, f
 def hidden_at(hidden: np.ndarray, keypoints: np.ndarray, res: int) -> np.ndarray:
     """(J,) the (h, w) ``hidden`` map (spanning a ``res``-pixel crop) bilinearly sampled at the (J, 2+) keypoints'
     crop pixels; 0 off the crop or at a non-finite keypoint."""
+    from scipy.ndimage import map_coordinates
+
     h, w = hidden.shape
     uv = np.nan_to_num(np.asarray(keypoints, np.float64)[:, :2], nan=-1e9)
-    x, y = uv[:, 0] * w / res - 0.5, uv[:, 1] * h / res - 0.5  # pixel centres
+    x, y = uv[:, 0] * w / res - 0.5, uv[:, 1] * h / res - 0.5  # in cells, 0 = the first cell's centre
     inside = (x > -0.5) & (x < w - 0.5) & (y > -0.5) & (y < h - 0.5)
-    x, y = np.clip(x, 0, w - 1), np.clip(y, 0, h - 1)
-    x0, y0 = np.floor(x).astype(int), np.floor(y).astype(int)
-    x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
-    fx, fy = x - x0, y - y0
-    v = (hidden[y0, x0] * (1 - fx) * (1 - fy) + hidden[y0, x1] * fx * (1 - fy) + hidden[y1, x0] * (1 - fx) * fy
-         + hidden[y1, x1] * fx * fy)
+    v = map_coordinates(hidden.astype(np.float64), [np.clip(y, 0, h - 1), np.clip(x, 0, w - 1)], order=1)
     return np.where(inside, v, 0.0)
 
 
@@ -185,10 +182,10 @@ def start_people(init: str, crops: list[PersonCrop], people: list[Person], image
     the IK weights and the hidden-limb share see the part head's say)."""
     from neuralfit.photo import start
 
-    kps = [_keypoints_of(c, pred, j)[0] for j, c in enumerate(crops)]
+    kps = [_keypoints_of(c, pred, j) for j, c in enumerate(crops)]
     inputs = StartInputs(
-        keypoints=[_scaled(kp, hidden_factor(c, kp, hidden_keypoints)) for kp, c in zip(kps, crops, strict=True)],
-        joint_sets=[_keypoints_of(c, pred, j)[1] for j, c in enumerate(crops)],
+        keypoints=[_scaled(kp, hidden_factor(c, kp, hidden_keypoints)) for (kp, _), c in zip(kps, crops, strict=True)],
+        joint_sets=[js for _, js in kps],
         world_landmarks=[p.world_landmarks for p in people], image_names=image_names,
         focal=np.array([c.focal for c in crops]), principal_point=np.stack([c.principal_point for c in crops]),
         boxes=np.stack([c.box for c in crops]), prediction=pred)
