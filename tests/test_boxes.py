@@ -321,3 +321,20 @@ def test_fit_with_boxes_file_end_to_end(tmp_path: Path, capsys, monkeypatch):
     result = json.loads((out / "boxed" / "fit.json").read_text())
     assert result["status"] == "ok" and len(result["people"]) == 1
     assert len(json.loads((out / "two" / "fit.json").read_text())["people"]) == 2  # one person per box
+
+
+def test_a_found_box_grows_to_the_guessed_keypoints_and_a_user_box_is_kept():
+    """The crop spans the hidden limbs mediapipe guessed below a found box (issue 16: the occlusion map and
+    the part head can only speak for the body inside the crop); a user's box is the person's extent."""
+    from neuralfit.photo.people import Person
+    from neuralfit.photo.steps import _crop_box
+
+    kp = np.array([[100, 50, 0.9], [140, 60, 0.9], [110, 150, 0.9], [120, 300, 0.1], [130, 310, 0.1],
+                   [900, 320, 0.05]], np.float32)  # two guessed ankles below the box; one point off the photo
+    box = np.array([90, 40, 150, 160], np.float32)  # around the seen keypoints
+    grown = _crop_box(Person(0, box, kp, "blazepose33"), (400, 600))
+    # All keypoints inside the 600 x 400 photo: x 100..140, y 50..310, padded by 10 % of the longer side (26).
+    np.testing.assert_allclose(grown, [74, 24, 166, 336])
+    kept = _crop_box(Person(0, box, kp, "blazepose33", box_given=True), (400, 600))
+    np.testing.assert_array_equal(kept, box)
+    np.testing.assert_array_equal(_crop_box(Person(0, box, None, None), (400, 600)), box)

@@ -108,6 +108,9 @@ def test_outputs_on_disk(photo_fits):
             w = p["hidden_keypoint_weight"]
             assert len(w) == len(p["keypoint_outlier"]) and all(0.0 <= v <= 1.0 for v in w)
             assert np.median(w) > 0.5
+            # The occlusion map is the part head's (neuralfit.photo.occlusion); on clean photos most of the
+            # body is seen.
+            assert p["occlusion_source"] == "part head" and 0.0 <= p["occlusion_fraction"] < 0.3, p
 
 
 def _occluded_legs(img: np.ndarray, kp: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]:
@@ -129,14 +132,17 @@ def _occluded_legs(img: np.ndarray, kp: np.ndarray) -> tuple[np.ndarray, tuple[i
     return out, (x0, y0, x1, y1)
 
 
-_FOLDED_LEGS = ("known failure (measured 2026-12-02, also at 228ef0c): with the noise block over basketball1's "
-                "legs mediapipe puts both knees *above* the hips (y 227 / 213 vs 252 / 245 px) with visibility "
-                "0.65-0.75, and its world landmarks fold the legs too, so the mediapipe3d start and the fit that "
-                "follows it fold them (knee 226 px above the hip's 243); docs/occlusion.md")
+def _same_person(r, box: np.ndarray):
+    """The fitted person of ``r`` whose box overlaps ``box`` most (the occluded player: the block shrinks his
+    box, so he need not be the largest person any more)."""
+    from neuralfit.detect.everyone import box_iou
+
+    return max(r.people, key=lambda p: box_iou(np.asarray(p.bbox, np.float32), np.asarray(box, np.float32)))
 
 
-@pytest.mark.xfail(reason=_FOLDED_LEGS, strict=True)
 def test_occluded_legs_stay_plausible():
+    """A noise block over basketball1's player's legs, from mid-thigh to below the feet: his fitted legs stay
+    within the joint limits and upright (hip above knee above ankle in the photo)."""
     from neuralfit.priors import JointLimitPrior
 
     from neuralfit.io.images import read_image
@@ -147,7 +153,7 @@ def test_occluded_legs_stay_plausible():
     occluded, _ = _occluded_legs(img, clean.people[0].keypoints)
     r = fit_image(occluded, method="keypoints", config=FitImageConfig(write_overlay=False))
     assert r.ok
-    p = r.people[0]
+    p = _same_person(r, clean.people[0].bbox)
     viol = JointLimitPrior().violations(torch.tensor(p.body_pose)[None])[0]
     assert not viol[LEG_JOINTS].any()
     # The player stands: in the photo each hip is above its knee, each knee above its ankle (a folded-up
@@ -166,34 +172,32 @@ def _default_assets_exist() -> bool:
 
 
 @pytest.mark.skipif(not _default_assets_exist(), reason="no shipped network + neural model yet")
-@pytest.mark.xfail(reason="the same folded legs: the fitted legs are not under the block, so the body pixels "
-                          "there are few and not called occluded (0.0 vs 0.11); " + _FOLDED_LEGS, strict=True)
 def test_occlusion_map_lights_up_the_occluder(tmp_path):
-    """The neural fit's clutter posterior over a noise block pasted on the legs.
+    """The default fit's occlusion map over the noise block pasted on the player's legs: high on his body
+    under the block, clearly lower on the rest of his body.
 
-    On photos the outlier process has two observations: the network's features and mediapipe's person
-    mask (``FitConfig.person_mask``, error rate ``person_eps`` 0.05). The CPU-trained features alone do
-    not transfer to photos (docs/fit.md "Occlusion maps"); this checks the combination the product ships.
-    """
-    from neuralfit.priors import JointLimitPrior
-
-    from neuralfit.io.images import read_image
+    Measured 2026-12-07 (session 15): 0.98 under the block, 0.20 elsewhere on him (his head top and one
+    thigh's edge, where the fitted mesh is wider than he is). Issue 16's gate (>= 0.6 / <= 0.15) is over
+    many frames (benchmarks/real_occluded.py); on one photo the test asks for the occluder's level and a
+    separation of 0.5."""
+    from neuralfit.io.images import read_image, render_people
     from neuralfit.pipeline import FitImageConfig, fit_image
 
     img = read_image(DATA / "basketball1.png")
     clean = fit_image(img, method="keypoints", config=FitImageConfig(write_overlay=False))
     occluded, (x0, y0, x1, y1) = _occluded_legs(img, clean.people[0].keypoints)
-    r = fit_image(occluded, tmp_path, method="neural")
+    r = fit_image(occluded, tmp_path)
     assert r.ok and (tmp_path / "image_0000" / "occlusion.png").is_file()
+    p = _same_person(r, clean.people[0].bbox)
+    from neuralfit.body import load_body_model
+
+    faces = load_body_model("free").faces.cpu().numpy()
+    _, body = render_people(occluded, [p.vertices], faces, r.focal_length, tuple(r.principal_point))
     inside = np.zeros(img.shape[:2], bool)
     inside[y0:y1, x0:x1] = True
-    body = r.body_mask
     occ_in = r.occlusion[body & inside].mean()
     occ_out = r.occlusion[body & ~inside].mean()
-    # The occluder's pixels should mostly be explained by clutter, the visible body mostly not.
-    assert occ_in > 0.5 and occ_in > occ_out + 0.3, (occ_in, occ_out)
-    viol = JointLimitPrior().violations(torch.tensor(r.people[0].body_pose)[None])[0]
-    assert not viol[LEG_JOINTS].any()
+    assert occ_in > 0.6 and occ_in - occ_out > 0.5, (occ_in, occ_out)
 
 
 def test_box_where_mediapipe_finds_nobody_still_fits(tmp_path):

@@ -81,7 +81,8 @@ def fit_summary(r: ImageFit, info: RunInfo | None = None) -> dict[str, Any]:
     for p in r.people:
         entry: dict[str, Any] = {"bbox": p.bbox, "crop_center": p.center, "crop_scale": p.scale, "loss": p.loss,
                                  "terms": p.terms, "hypothesis": p.hypothesis, "start": p.start,
-                                 "occlusion_fraction": p.occlusion_fraction, "joint_set": p.joint_set,
+                                 "occlusion_fraction": p.occlusion_fraction,
+                                 "occlusion_source": p.occlusion_source, "joint_set": p.joint_set,
                                  "observations": p.observations,
                                  "unsure_keypoint_weight": round(float(p.unsure_keypoint_weight), 4),
                                  "landmark_inconsistency": round(float(p.landmark_inconsistency), 4),

@@ -24,6 +24,9 @@ class Person:
         keypoints: (J, 3) ``(x, y, confidence)`` of ``joint_set``, or None (a user box without detections).
         mask: (H, W) person probability over the photo (mediapipe), or None.
         world_landmarks: (33, 4) mediapipe's metric 3D landmarks + confidence, or None.
+        box_given: ``bbox`` is the user's (``--bbox``, a boxes file): the crop keeps to it. Otherwise it
+            was found around the seen body, and the crop also spans the guessed, hidden keypoints
+            (``photo.steps.crop_people``).
     """
 
     image_index: int
@@ -32,6 +35,7 @@ class Person:
     joint_set: str | None
     mask: np.ndarray | None = None
     world_landmarks: np.ndarray | None = None
+    box_given: bool = False
 
 
 @dataclass(frozen=True)
@@ -164,7 +168,7 @@ def _flip_in_photo(detector, pic: np.ndarray, d, box: np.ndarray | None = None):
 def _person(image_index: int, d, box: np.ndarray | None) -> Person:
     return Person(image_index, np.asarray(box if box is not None else d.bbox, np.float32),
                   d.keypoints.astype(np.float32), "blazepose33", mask=d.mask,
-                  world_landmarks=getattr(d, "world_landmarks", None))
+                  world_landmarks=getattr(d, "world_landmarks", None), box_given=box is not None)
 
 
 def _redetect(detector, pic: np.ndarray, d, others: list, flip: bool = False):
@@ -235,7 +239,8 @@ def find_people(get_detector: Callable, pic: np.ndarray, keypoints: list | None,
             elif boxes is not None:
                 pbox = boxes[0] if len(boxes) == 1 else None
             if pbox is not None and (k[:, 2] >= BOX_CONFIDENCE).sum() >= 4:
-                found.append(Person(image_index, np.asarray(pbox, np.float32), k, pk.joint_set))
+                found.append(Person(image_index, np.asarray(pbox, np.float32), k, pk.joint_set,
+                                    box_given=boxes is not None))
         return found
     det = get_detector()
     if boxes is None:
@@ -268,7 +273,7 @@ def find_people(get_detector: Callable, pic: np.ndarray, keypoints: list | None,
         if d is not None:
             people.append(_person(image_index, d, box))
         elif box_alone_ok:
-            people.append(Person(image_index, np.asarray(box, np.float32), None, None))
+            people.append(Person(image_index, np.asarray(box, np.float32), None, None, box_given=True))
     return people
 
 

@@ -21,9 +21,12 @@ class PersonFit:
             body does not define the keypoint), or None.
         loss: total loss of the kept iterate; terms: its unweighted terms.
         hypothesis: 0 = as started, 1 = rotated 180 degrees.
-        occlusion_fraction: share of rendered body pixels explained by clutter (neural method).
+        occlusion_fraction: mean occlusion probability over the body's cells of ``occlusion``.
         start: where the fit started (``neuralfit.photo.start``: mediapipe3d, lifter, network, file, mean).
-        occlusion: (h, w) occlusion posterior over the crop's feature map, or None.
+        occlusion: (h, w) occlusion probability over the crop's feature grid (0 off the body), or None;
+            occlusion_source: what it was read from: ``"part head"`` (the network's background probability,
+            ``neuralfit.photo.occlusion``), ``"fitter"`` (the fit's mask + keypoint or feature outlier
+            posteriors), or ``""`` (no map).
         keypoint_outlier: (J,) posterior p(outlier) of each fitted keypoint (NaN: not observed), or None.
         unsure_keypoint_weight: the weight the 2D fit gave this person's keypoints below confidence 0.5
             (``FitImageConfig.unsure_hidden``; 1 = as detected).
@@ -54,6 +57,7 @@ class PersonFit:
     occlusion_fraction: float = 0.0
     start: str = ""
     occlusion: np.ndarray | None = field(default=None, repr=False)
+    occlusion_source: str = ""
     keypoint_outlier: np.ndarray | None = None
     unsure_keypoint_weight: float = 1.0
     landmark_inconsistency: float = 0.0
@@ -74,7 +78,8 @@ class ImageFit:
         camera_source: where the focal came from (user, EXIF, default rule); camera_warnings: lines;
             warnings: lines about the fit (logged as ``warning:`` and kept in fit.json).
         people: the fitted people (empty unless ok).
-        occlusion: (H, W) float32 occlusion posterior over the photo (neural method), else None.
+        occlusion: (H, W) float32 occlusion probability over the photo (0 off the bodies; the people's
+            ``occlusion`` maps warped back, the larger where two overlap), or None.
         overlay: (H, W, 3) uint8 picture of the bodies over the photo; side: the bodies seen from the
             side (depth errors are invisible in the overlay); None when not rendered.
         body_mask: (H, W) bool, where the bodies project (with overlay).
