@@ -12,7 +12,8 @@ pastes an occluder per person-view (placements and textures: :mod:`neuralfit.eva
 the person's box (the box is known: it comes from the clean frame). Per placement and method: PA-MPJPE /
 MPJPE on the person-views every method fitted, the same methods' clean score on those person-views, how
 many person-views were lost (no fit), and, for fits with an occlusion map, the mean occlusion probability
-of body pixels inside the occluder and on the visible body. A second table gives the PA error of the limb joints
+of body pixels inside the occluder and on the visible body (once more without the pixels where the other person,
+nearer the camera in that view, covers the person: their mediapipe mask on the clean frame). A second table gives the PA error of the limb joints
 the occluder covers (per joint, after the alignment of all 12), occluded and clean. Occluder rectangles are stored per person-view
 under ``<cache>/occluded/<placement>/occluders``; occluded frames are re-made from them, never stored.
 """
@@ -128,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
             def mask_of(it, occ=occ):
                 return occ[item_tag(it)].mask(clean(it).shape[:2])
 
+            def in_front_of(it):
+                return _in_front(it, rset.items, clean(it).shape[:2])
+
             per_method, clean_rows = {}, {}
             for spec in specs:
                 why = unsupported(spec, sets)
@@ -138,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 res = run_method(spec, items, runner, method_folder(cache / "occluded" / placement / "fits", spec,
                                                                     args.set, tag), image_of, mask_of,
-                                 desc=f"{placement} {spec.name}")
+                                 desc=f"{placement} {spec.name}", in_front_of=in_front_of)
                 per_method[spec.name] = score_rows(items, res, rset)
                 res_c = run_method(spec, items, runner, method_folder(cache / "fits", spec, args.set, tag), clean,
                                    desc=f"clean {spec.name}")
@@ -163,6 +167,20 @@ def main(argv: list[str] | None = None) -> int:
         with atomic_path(args.out) as tmp:
             tmp.write_text(report)
     return 0
+
+
+def _in_front(it, all_items, hw: tuple[int, int]) -> np.ndarray | None:
+    """(H, W) bool: the clean mediapipe mask of the other person of the same frame and view when that person
+    stands nearer this camera (mean depth of the pseudo-GT limb joints), else None: pixels of a person hidden
+    by the other are not their visible body."""
+    from neuralfit.eval.real_data import MASK_STEP
+
+    others = [o for o in all_items if o.frame == it.frame and o.view == it.view and o.person != it.person]
+    nearer = [o for o in others if o.mask is not None and float(np.mean(o.gt[:, 2])) < float(np.mean(it.gt[:, 2]))]
+    if not nearer:
+        return None
+    m = np.repeat(np.repeat(nearer[0].mask, MASK_STEP, 0), MASK_STEP, 1)[:hw[0], :hw[1]]
+    return np.pad(m, ((0, hw[0] - m.shape[0]), (0, hw[1] - m.shape[1])))
 
 
 def _covered(o, it) -> np.ndarray:

@@ -235,6 +235,14 @@ def test_occlusion_score() -> None:
     inside, visible = occlusion_score(occ, body, occluder)
     assert inside == pytest.approx(0.8) and visible == pytest.approx(0.0)
     assert all(np.isnan(occlusion_score(None, body, occluder)))
+    # Someone in front over the body's right two columns (x 6, 7), where the map also says hidden: those
+    # pixels leave the visible body, so it reads 0 again instead of 12 / 18 x 0.8.
+    occ[:, 6:] = 0.8
+    in_front = np.zeros((10, 10), bool)
+    in_front[:, 6:] = True
+    assert occlusion_score(occ, body, occluder)[1] == pytest.approx(12 / 18 * 0.8)
+    inside, visible = occlusion_score(occ, body, occluder, in_front)
+    assert inside == pytest.approx(0.8) and visible == pytest.approx(0.0)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("Pose2Sim") is None, reason="pose2sim not installed")

@@ -183,7 +183,9 @@ class MethodResult:
         limb12_bp: (12, 3) the fitted body's own BlazePose-33 limb keypoints (fits only; NaN otherwise).
         torso2d: (4, 2) the method's torso (shoulders, hips) in photo pixels, to check who was fitted.
         seconds: wall time of the call. occ_inside / occ_visible: occlusion-map score (see
-        :func:`occlusion_score`), NaN when there is no map or no occluder.
+        :func:`occlusion_score`), NaN when there is no map or no occluder; occ_visible_seen: the visible
+        body's score without the pixels behind another person (``in_front`` of :meth:`Runner.fit`; the
+        same as occ_visible when none was given).
         overlay: small RGB picture of the fit (not for the repository: third-party frames).
     """
 
@@ -196,16 +198,18 @@ class MethodResult:
     occ_inside: float = float("nan")
     occ_visible: float = float("nan")
     overlay: np.ndarray | None = None
+    occ_visible_seen: float = float("nan")
 
     def save(self, path: Path) -> None:
         _save_fields(self, ("ok", "message", "limb12", "limb12_bp", "torso2d", "seconds", "occ_inside",
-                            "occ_visible"), path)
+                            "occ_visible", "occ_visible_seen"), path)
 
     @classmethod
     def load(cls, path: Path) -> MethodResult:
         z = np.load(path)
         return cls(bool(z["ok"]), str(z["message"]), z["limb12"], z["limb12_bp"], z["torso2d"], float(z["seconds"]),
-                   float(z["occ_inside"]), float(z["occ_visible"]), z["overlay"] if "overlay" in z else None)
+                   float(z["occ_inside"]), float(z["occ_visible"]), z["overlay"] if "overlay" in z else None,
+                   float(z["occ_visible_seen"]) if "occ_visible_seen" in z else float("nan"))
 
 
 def project_torso(joints: np.ndarray, focal: float, principal_point: Any) -> np.ndarray:
@@ -325,13 +329,15 @@ def match_people(fits: MultiResult, keypoints: list[np.ndarray], boxes: list[np.
 
 
 def occlusion_score(occlusion: np.ndarray | None, body_mask: np.ndarray | None,
-                    occluder: np.ndarray | None) -> tuple[float, float]:
+                    occluder: np.ndarray | None, in_front: np.ndarray | None = None) -> tuple[float, float]:
     """Mean occlusion probability of body pixels inside the occluder, and on the visible body.
 
     Args:
         occlusion: (H, W) float occlusion map of a fit (``ImageFit.occlusion``), or None.
         body_mask: (H, W) bool, where the fitted body projects (``ImageFit.body_mask``).
         occluder: (H, W) bool, the pasted occluder.
+        in_front: (H, W) bool, pixels where someone stands in front of the person (not visible body
+            either), or None.
 
     Returns:
         ``(inside, visible)``; NaN where the map is missing or a region has no body pixels.
@@ -342,6 +348,8 @@ def occlusion_score(occlusion: np.ndarray | None, body_mask: np.ndarray | None,
     occ = np.asarray(occlusion, np.float64)
     body = np.asarray(body_mask, bool)
     inside, visible = body & occluder, body & ~occluder
+    if in_front is not None:
+        visible &= ~np.asarray(in_front, bool)
     return (float(occ[inside].mean()) if inside.any() else nan,
             float(occ[visible].mean()) if visible.any() else nan)
 
@@ -450,7 +458,7 @@ class Runner:
         return joints[list(SMPL_LIMB12)], bp, project_torso(joints, r.focal_length, r.principal_point)
 
     def fit(self, spec: MethodSpec, image: np.ndarray, box: np.ndarray, focal: float,
-            occluder: np.ndarray | None = None) -> MethodResult:
+            occluder: np.ndarray | None = None, in_front: np.ndarray | None = None) -> MethodResult:
         import neuralfit
 
         kwargs = self._kwargs(spec, focal)
@@ -461,7 +469,8 @@ class Runner:
             return MethodResult(False, r.message or r.status, seconds=sec)
         limb, bp, torso = self._person(r, r.people[0])
         inside, visible = occlusion_score(r.occlusion, r.body_mask, occluder)
-        return MethodResult(True, "", limb, bp, torso, sec, inside, visible, _small(r.overlay))
+        seen = occlusion_score(r.occlusion, r.body_mask, occluder, in_front)[1] if in_front is not None else visible
+        return MethodResult(True, "", limb, bp, torso, sec, inside, visible, _small(r.overlay), seen)
 
     def fit_multi(self, spec: MethodSpec, image: np.ndarray, focal: float) -> MultiResult:
         """One ``fit_image(frame, max_people=N, ...)`` on the whole frame (no box): every person it fitted."""

@@ -67,8 +67,10 @@ def item_tag(it: PersonView) -> str:
 def run_method(spec: MethodSpec, items: list[PersonView], runner: Runner, folder: Path,
                image_of: Callable[[PersonView], np.ndarray],
                occluder_of: Callable[[PersonView], np.ndarray | None] | None = None,
-               desc: str = "") -> list[MethodResult]:
-    """Results of ``spec`` on ``items``, cached as ``folder/<tag>.npz`` (reruns resume)."""
+               desc: str = "", in_front_of: Callable[[PersonView], np.ndarray | None] | None = None
+               ) -> list[MethodResult]:
+    """Results of ``spec`` on ``items``, cached as ``folder/<tag>.npz`` (reruns resume). ``occluder_of`` /
+    ``in_front_of``: the pasted occluder / the pixels of people in front, for the occlusion-map score."""
     folder.mkdir(parents=True, exist_ok=True)
     out = []
     for it in tqdm(items, desc=desc or spec.name, unit="fit", leave=False):
@@ -81,7 +83,8 @@ def run_method(spec: MethodSpec, items: list[PersonView], runner: Runner, folder
         if spec.kind == "mediapipe3d":
             res = runner.mediapipe3d(image, it.box)
         else:
-            res = runner.fit(spec, image, it.box, it.focal, occluder=occ)
+            res = runner.fit(spec, image, it.box, it.focal, occluder=occ,
+                             in_front=in_front_of(it) if in_front_of is not None else None)
         res.save(path)
         out.append(res)
     return out
@@ -366,8 +369,9 @@ def occluded_table(tables: dict[str, tuple[dict[str, list[Row]], dict[str, list[
     occluded person-views with no fit over all of them.
     """
     lines = ["| placement | joints hidden | person | method | n | PA-MPJPE | clean PA | +PA | PA as BlazePose kp | "
-             "clean | +PA | MPJPE | clean MPJPE | lost | other person | occ. on occluder | occ. on visible body |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "clean | +PA | MPJPE | clean MPJPE | lost | other person | occ. on occluder | occ. on visible body | "
+             "occ. on visible body not behind the other person |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for placement, (occ_rows, clean_rows, hidden) in tables.items():
         keys = common_keys({**{f"o{k}": v for k, v in occ_rows.items()}, **{f"c{k}": v for k, v in clean_rows.items()}})
         for person in people:
@@ -385,7 +389,8 @@ def occluded_table(tables: dict[str, tuple[dict[str, list[Row]], dict[str, list[
                     f"{_mean([r.scores.mpjpe for r in sel])} | {_mean([r.scores.mpjpe for r in csel])} | "
                     f"{sum(not r.result.ok for r in mine)}/{len(mine)} | {sum(r.identity == 'other' for r in mine)}/"
                     f"{len(mine)} | {_mean([r.result.occ_inside for r in mine], 2)} | "
-                    f"{_mean([r.result.occ_visible for r in mine], 2)} |")
+                    f"{_mean([r.result.occ_visible for r in mine], 2)} | "
+                    f"{_mean([r.result.occ_visible_seen for r in mine], 2)} |")
     return "\n".join(lines)
 
 
