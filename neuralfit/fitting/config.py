@@ -42,6 +42,10 @@ class FitConfig:
     * ``w_init_depth``: mean squared change (in units of 5 cm) of each joint's depth relative to the
       pelvis from where stage 1 left it: the start's 3D knows the depths, the 2D keypoints do not; the
       body pose stays free to follow the keypoints in the image plane. 0 = off.
+    * ``w_hidden_anchor``: mean over keypoints of ``a_j |k_j - k_j^1|^2`` (units of 5 cm), ``k_j`` a keypoint
+      of the batch's joint set in 3D relative to the pelvis, ``k_j^1`` where stage 1 left it and ``a_j``
+      ``FitBatch.keypoint_anchor``: a keypoint the caller knows is hidden stays where the start put it in
+      3D instead of following the detector's 2D guess. 0 = off.
 
     ``min_keypoint_confidence``: detections below this confidence get no weight in the keypoint term
     (0 = use all, the seed's setting). The shipped network's heatmap keypoints below 0.6 have median
@@ -90,6 +94,7 @@ class FitConfig:
     w_shape_prior: float = 1e-2
     w_init_pose: float = 0.0
     w_init_depth: float = 0.0
+    w_hidden_anchor: float = 0.0
     gmof_sigma: float = 100.0
     min_keypoint_confidence: float = 0.0
 

@@ -29,7 +29,13 @@ from neuralfit.errors import NeuralfitError
 from neuralfit.fitting.config import FitConfig
 from neuralfit.fitting.losses import log_part_probs
 from neuralfit.fitting.posing import FitBody
-from neuralfit.fitting.terms import Term, TermContext, default_terms, pelvis_relative_depth
+from neuralfit.fitting.terms import (
+    Term,
+    TermContext,
+    default_terms,
+    pelvis_relative_depth,
+    pelvis_relative_keypoints,
+)
 from neuralfit.render.camera import CropCamera
 from neuralfit.render.raster import VisibilityCache
 
@@ -65,6 +71,10 @@ class FitBatch:
         keypoint_visibility: (B, J) in [0, 1], the detector's own say on whether each keypoint is visible,
             read by the occlusion prior and map instead of the keypoints' confidences when the caller has
             lowered those for the fit on evidence the map counts already (``FitBatch.hidden``); or None.
+        keypoint_anchor: (B, J) in [0, 1], how far each keypoint's 3D position (relative to the pelvis) is
+            held where stage 1 left it in stage 2 (``FitConfig.w_hidden_anchor``): 1 for a keypoint the
+            caller knows is hidden (its 2D position is the detector's guess; the start's 3D is better), 0 to
+            leave it to the 2D fit; or None (no anchor).
     """
 
     global_orient: torch.Tensor
@@ -84,6 +94,7 @@ class FitBatch:
     hidden: torch.Tensor | None = None
     keypoint_weight: torch.Tensor | None = None
     keypoint_visibility: torch.Tensor | None = None
+    keypoint_anchor: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -182,6 +193,7 @@ class Fitter:
         self._log_parts: torch.Tensor | None = None  # per-fit cache (one fit at a time per Fitter)
         self._init_pose: torch.Tensor | None = None  # per-fit: the body pose the fit started from
         self._init_depth: torch.Tensor | None = None  # per-fit: joint depths after stage 1 (w_init_depth)
+        self._init_keypoints: torch.Tensor | None = None  # per-fit: keypoints after stage 1 (w_hidden_anchor)
 
     # ------------------------------------------------------------------ validation
     def _prepare(self, batch: FitBatch) -> tuple[FitBatch, int | None]:
@@ -289,6 +301,12 @@ class Fitter:
                 if self.config.min_keypoint_confidence > 0:  # gated like the confidences
                     v = v.masked_fill(v < self.config.min_keypoint_confidence, 0.0)
                 out.keypoint_visibility = v
+            a = batch.keypoint_anchor
+            if a is not None:
+                if not torch.is_tensor(a) or tuple(a.shape) != (B, J) or not torch.isfinite(a).all() or \
+                        (a < 0).any() or (a > 1).any():
+                    raise _shape_error("keypoint_anchor", a, f"(B={B}, J={J}) finite, in [0, 1]")
+                out.keypoint_anchor = a.float().to(dev)
         for name in ("features", "part_probs", "mask", "occluders", "hidden"):
             t = getattr(out, name)
             if t is not None and not torch.isfinite(t).all():
@@ -301,7 +319,7 @@ class Fitter:
         posed = self.body(params["betas"], params["global_orient"], params["body_pose"], params["transl"],
                           lowres=size is not None)
         ctx = TermContext(params, posed, batch, self.body, cam, size, cache, self._init_pose, self._log_parts,
-                          want_occlusion, init_depth=self._init_depth)
+                          want_occlusion, init_depth=self._init_depth, init_keypoints=self._init_keypoints)
         total = torch.zeros(params["global_orient"].shape[0], device=self.device)
         values: dict[str, torch.Tensor] = {}
         for term in self.terms:
@@ -377,12 +395,16 @@ class Fitter:
         betas = ("betas",) if cfg.optimize_betas else ()
         stage1, stage2 = tuple(cfg.stage1_params), tuple(cfg.stage2_params) + betas
         params = self._run_stage(params, stage1, cfg.stage1_iters, batch, cam, size, cache, 1, history, rolled_back)
-        self._init_depth = None
-        if cfg.w_init_depth > 0:
+        self._init_depth = self._init_keypoints = None
+        anchor = cfg.w_hidden_anchor > 0 and batch.keypoint_anchor is not None and batch.keypoints is not None
+        if cfg.w_init_depth > 0 or anchor:
             with torch.no_grad():
                 placed = self.body(params["betas"], params["global_orient"], params["body_pose"], params["transl"],
                                    lowres=False)
-                self._init_depth = pelvis_relative_depth(placed.joints[:, :24]).clone()
+                if cfg.w_init_depth > 0:
+                    self._init_depth = pelvis_relative_depth(placed.joints[:, :24]).clone()
+                if anchor:
+                    self._init_keypoints = pelvis_relative_keypoints(self.body, placed, batch.joint_set).clone()
         params = self._run_stage(params, stage2, cfg.stage2_iters, batch, cam, size, cache, 2, history, rolled_back)
         # Final evaluation of the kept iterate with exact (freshly rasterised) visibility.
         if cache is not None:
@@ -392,7 +414,7 @@ class Fitter:
         if self.neural_model is not None:
             self.neural_model.clear_cache()
         self._log_parts = None
-        self._init_depth = None
+        self._init_depth = self._init_keypoints = None
         hist = torch.stack(history) if history else torch.zeros(0, nb, device=self.device)
         hypothesis = torch.zeros(B, dtype=torch.long, device=self.device)
         if cfg.second_hypothesis:

@@ -41,6 +41,8 @@ class Observations:
         keypoint_weight: (B,) per-crop factor on the keypoint terms (``FitBatch.keypoint_weight``).
         keypoint_visibility: (B, J) the detector's confidences for the occlusion map
             (``FitBatch.keypoint_visibility``).
+        keypoint_anchor: (B, J) how far each keypoint is held in 3D where stage 1 left it
+            (``FitBatch.keypoint_anchor``).
     """
 
     res: int
@@ -56,6 +58,7 @@ class Observations:
     hidden: torch.Tensor | None = None
     keypoint_weight: torch.Tensor | None = None
     keypoint_visibility: torch.Tensor | None = None
+    keypoint_anchor: torch.Tensor | None = None
 
 
 def check_method(method: str) -> str:
@@ -83,7 +86,7 @@ def fit_batch(start: StartParams, obs: Observations, method: str) -> FitBatch:
                     keypoints=obs.keypoints, joint_set=obs.joint_set if obs.keypoints is not None else "smpl24",
                     mask=obs.mask, focal=obs.focal, principal_point=obs.principal_point, group=obs.group,
                     occluders=obs.occluders, hidden=obs.hidden, keypoint_weight=obs.keypoint_weight,
-                    keypoint_visibility=obs.keypoint_visibility)
+                    keypoint_visibility=obs.keypoint_visibility, keypoint_anchor=obs.keypoint_anchor)
 
 
 def observations_from_prediction(pred: Any, keypoints: torch.Tensor | None = None,

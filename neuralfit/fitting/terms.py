@@ -39,6 +39,7 @@ class TermContext:
         body: the fitter's body adapter; cam: the crop camera; size: feature-map size, or None.
         init_pose: (B, 69) the body pose the fit started from.
         init_depth: (B, 24) each joint's depth relative to the pelvis (camera z, metres) after stage 1, or None.
+        init_keypoints: (B, J, 3) the batch's keypoints in 3D relative to the pelvis after stage 1, or None.
         log_parts: cached log part probabilities, or None.
         want_occlusion: the final evaluation asks terms with an outlier process for their occlusion map.
         occlusion: set by a term that has one: (occlusion (B, H, W), rendered foreground (B, H, W)).
@@ -56,6 +57,7 @@ class TermContext:
     want_occlusion: bool = False
     occlusion: tuple[torch.Tensor, torch.Tensor] | None = None
     init_depth: torch.Tensor | None = None
+    init_keypoints: torch.Tensor | None = None
     _frags: Fragments | None = field(default=None, repr=False)
 
     @property
@@ -156,6 +158,22 @@ def pelvis_relative_depth(joints: torch.Tensor) -> torch.Tensor:
     return joints[..., 2] - joints[:, :1, 2]
 
 
+def pelvis_relative_keypoints(body, posed, joint_set: str) -> torch.Tensor:
+    """(B, J, 3) the body's 3D keypoints of ``joint_set`` minus its pelvis (camera frame, metres); 0 for a
+    keypoint the body does not define."""
+    kp3d, valid = body.keypoints(posed, joint_set)
+    return (kp3d - posed.joints[:, :1]) * valid[None, :, None]
+
+
+def _hidden_anchor(ctx: TermContext) -> torch.Tensor | None:
+    """Weighted mean squared 3D move (units of ``DEPTH_SCALE``) of the hidden keypoints from stage 1."""
+    a = getattr(ctx.batch, "keypoint_anchor", None)
+    if ctx.init_keypoints is None or a is None:
+        return None
+    d = (pelvis_relative_keypoints(ctx.body, ctx.posed, ctx.batch.joint_set) - ctx.init_keypoints) / DEPTH_SCALE
+    return (a * d.pow(2).sum(-1)).mean(-1)
+
+
 def _init_depth(ctx: TermContext) -> torch.Tensor | None:
     if ctx.init_depth is None:
         return None
@@ -182,6 +200,7 @@ def default_terms(cfg: FitConfig, neural_model=None, prior=None, joint_prior=Non
         terms.append(Term("shape_prior", cfg.w_shape_prior, _penalty_of("betas", sp), stages=(2,)))
     terms.append(Term("init_pose", cfg.w_init_pose, _init_pose, stages=(2,)))
     terms.append(Term("init_depth", cfg.w_init_depth, _init_depth, stages=(2,)))
+    terms.append(Term("hidden_anchor", cfg.w_hidden_anchor, _hidden_anchor, stages=(2,)))
     terms += robust_terms(cfg)  # issue 16: keypoint outliers, mask silhouette (weight 0 = off)
     terms += people_terms(cfg)  # issue 17: depth order and interpenetration between people of one photo
     return [t for t in terms if t.weight > 0]

@@ -260,6 +260,11 @@ def fit_all(method: str, crops: list[PersonCrop], starts: list[PersonStart], pre
     scaled = any(f is not None for f in factors)
     # The keypoint terms are confidence-weighted means, so a person's trust as a whole is a term weight.
     kp_weight = [1.0 - min(1.0, inconsistent_keypoints * s.inconsistent) for s in starts]
+    # How hidden the part head judged each keypoint (the share of its confidence hidden_keypoints took away),
+    # read by the 3D anchor of hidden keypoints (FitConfig.w_hidden_anchor). Not the unsure rule: on clean
+    # frames a self-occluded limb is unsure, and its 2D keypoint still carries the pose.
+    anchor = [None if kp is None else np.zeros(len(kp), np.float32) if f is None else (1.0 - f).astype(np.float32)
+              for (kp, _), f in zip(kps, factors, strict=True)]
     groups: dict[tuple[str | None, bool], list[int]] = {}
     for j, s in enumerate(starts):
         groups.setdefault((kps[j][1], s.knows_facing), []).append(j)
@@ -277,7 +282,9 @@ def fit_all(method: str, crops: list[PersonCrop], starts: list[PersonStart], pre
                                                         dtype=torch.float32),
                            keypoint_weight=torch.tensor([kp_weight[j] for j in members], dtype=torch.float32),
                            keypoint_visibility=None if keypoints is None or not scaled else
-                           torch.tensor(np.stack([visibility[j] for j in members]), dtype=torch.float32))
+                           torch.tensor(np.stack([visibility[j] for j in members]), dtype=torch.float32),
+                           keypoint_anchor=None if keypoints is None else
+                           torch.tensor(np.stack([anchor[j] for j in members])))
         if method == "neural":
             obs.features, obs.part_probs = pred["features"][sel], pred["part_probs"][sel]
         masks = [crops[j].mask for j in members]
