@@ -97,3 +97,45 @@ def test_settings_are_normalised_and_can_be_turned_off():
     c = FitImageConfig(occlusion_from_parts=[0.2, 0.6])
     assert c.occlusion_from_parts == (0.2, 0.6)
     assert FitImageConfig(occlusion_from_parts=None).occlusion_from_parts is None
+
+
+def test_finish_image_writes_the_part_head_map_over_the_whole_fitted_body(free_body):
+    """The photo path end to end from a fitted person to ``ImageFit.occlusion``: the map is the part head's
+    over the body (1 where the head says background everywhere, 0 where it sees body), 0 off the body, and
+    ``occlusion_source`` says where it came from; without the cue the fitter's map (here none) is kept."""
+    import torch
+
+    from neuralfit.init.types import StartParams
+    from neuralfit.photo.people import Crop, Person
+    from neuralfit.photo.results import ImageFit
+    from neuralfit.photo.start import PersonStart
+    from neuralfit.photo.steps import FittedPerson, PersonCrop, finish_image
+
+    h, w, f = 240, 320, 300.0
+    pic = np.zeros((h, w, 3), np.uint8)
+    # A standing body 3 m in front of the camera, facing it (SMPL's y up -> the camera's y down).
+    fit = FittedPerson(np.array([np.pi, 0.0, 0.0], np.float32), np.zeros(69, np.float32), np.zeros(10, np.float32),
+                       np.array([0.0, 0.3, 3.0], np.float32), "blazepose33")
+    start = PersonStart(StartParams(torch.zeros(1, 3), torch.zeros(1, 69), torch.zeros(1, 10), torch.zeros(1, 3)),
+                        "mediapipe3d", True)
+    crop = Crop(np.array([160.0, 120.0]), 1.2, 256)  # 240 px square crop around the photo centre
+    size = 64
+    person = Person(0, np.array([100, 10, 220, 230], np.float32), None, None)
+
+    def run(background, cue):
+        r = ImageFit(source="<array 0>", stem="x", image_size=(h, w), focal_length=f,
+                     principal_point=np.array([160.0, 120.0]))
+        c = PersonCrop(crop, None, None, np.ones((size, size), np.float32), f, np.zeros(2), person.bbox,
+                       background=background)
+        finish_image(pic, r, [person], [c], [fit], [start], free_body, render=True, occlusion_cue=cue)
+        return r
+
+    r = run(np.ones((size, size), np.float32), (0.25, 0.45))
+    body = r.body_mask
+    assert body.sum() > 2000 and r.people[0].occlusion_source == "part head"
+    assert r.occlusion[body].mean() > 0.99 and np.all(r.occlusion[~body] == 0.0)
+    assert r.people[0].occlusion_fraction == pytest.approx(1.0)
+    r = run(np.zeros((size, size), np.float32), (0.25, 0.45))
+    assert r.occlusion.max() == 0.0 and r.people[0].occlusion_fraction == 0.0
+    r = run(np.ones((size, size), np.float32), None)  # the cue off: the fitter's map, which this fit has none of
+    assert r.occlusion is None and r.people[0].occlusion_source == ""
