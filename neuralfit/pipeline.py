@@ -116,13 +116,14 @@ class FitImageConfig:
             network pass per person (~25 ms). The range was chosen on the real occluded benchmark's
             development frames (docs/occlusion.md).
         occlusion_from_parts: the occlusion map (occlusion.png, params.npz ``occlusion``) of a person the part
-            head saw: its background probability over the fitted body, averaged over ``occlusion_smooth`` x
-            ``occlusion_smooth`` body cells of the crop's grid and mapped linearly from ``[lo, hi]`` to [0, 1]
-            (``photo.occlusion.occlusion_from_parts``); other people's masks count as hidden where this
-            person's does not. None: the fitter's mask + keypoint map. (0.25, 0.45) and 3 were chosen on the
-            real occluded benchmark's development frames by the worst margin to issue 16's gate over
-            placements and people; the fitter's map there was as high on the visible body as on the occluder
-            once its edges were counted (docs/occlusion.md, session 15). Needs ``hidden_from_parts`` on.
+            head saw: its background probability over the fitted body (averaged over ``occlusion_smooth`` x
+            ``occlusion_smooth`` body cells of the crop's grid; 1 = per cell), mapped linearly from ``[lo, hi]``
+            to [0, 1] (``photo.occlusion.occlusion_from_parts``); other people's masks count as hidden where
+            this person's does not. None: the fitter's mask + keypoint map. (0.25, 0.45) and 1 were chosen on
+            the real occluded benchmark's development frames by the worst margin to issue 16's gate over
+            placements and people (``benchmarks/occlusion_map_grid.py --dev``: -0.11; smoothing over 3 x 3
+            cells -0.12). The fitter's map there was as high on the visible body as on the occluder once its
+            edges were counted (docs/occlusion.md, session 15). Needs ``hidden_from_parts`` on.
         fit: fitter settings; None = ``FitConfig.photo()``. Keypoint gating is its
             ``min_keypoint_confidence``; its ``second_hypothesis`` is also forced on for people whose
             start cannot tell front from back (the mean-pose start).
@@ -147,7 +148,7 @@ class FitImageConfig:
     hidden_keypoints_start: float = 0.0
     hidden_from_parts: tuple[float, float] | None = (0.35, 0.65)
     occlusion_from_parts: tuple[float, float] | None = (0.25, 0.45)
-    occlusion_smooth: int = 3
+    occlusion_smooth: int = 1
     fit: FitConfig | None = None
     write_overlay: bool = True
 

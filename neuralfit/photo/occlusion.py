@@ -50,20 +50,20 @@ def smooth_on(values: np.ndarray, where: np.ndarray, k: int) -> np.ndarray:
 
 
 def occlusion_from_parts(background: np.ndarray, body: np.ndarray, value_range: tuple[float, float],
-                         smooth: int = 3, mask: np.ndarray | None = None,
+                         smooth: int = 1, mask: np.ndarray | None = None,
                          others: np.ndarray | None = None) -> np.ndarray:
     """(H, W) float32 occlusion probability of each body cell (0 off the body).
 
     ``clip((S(b) - lo) / (hi - lo), 0, 1)`` with ``b`` the part head's P(background), ``S`` its mean over
-    the ``smooth x smooth`` body cells around each cell (the head's output is noisy per cell; occluders are
-    regions), ``(lo, hi) = value_range``. Where another person's mask ``others`` covers the body and this
-    person's ``mask`` does not, the cell is hidden by that person: noisy-or with ``others * (1 - mask)``.
+    the ``smooth x smooth`` body cells around each cell (1: the cell alone), ``(lo, hi) = value_range``.
+    Where another person's mask ``others`` covers the body and this person's ``mask`` does not, the cell is
+    hidden by that person: noisy-or with ``others * (1 - mask)``.
 
     Args:
         background: (H, W) the part head's background probability on the crop's grid.
         body: (H, W) bool, the cells the fitted body covers (:func:`body_cells`).
         value_range: (lo, hi), 0 <= lo < hi <= 1.
-        smooth: neighbourhood side in cells (1 = off).
+        smooth: neighbourhood side in cells (1 = off, the default photo setting).
         mask: (H, W) this person's mask probability, or None; others: (H, W) the other people's masks
             (max) on the same grid, or None.
     """

@@ -336,7 +336,7 @@ def _fitted_from_start(s: PersonStart, joint_set: str | None) -> FittedPerson:
 
 def finish_image(pic: np.ndarray, r: ImageFit, people: list[Person], crops: list[PersonCrop],
                  fitted: list[FittedPerson], starts: list[PersonStart], body, render: bool,
-                 occlusion_cue: tuple[float, float] | None = None, occlusion_smooth: int = 3) -> None:
+                 occlusion_cue: tuple[float, float] | None = None, occlusion_smooth: int = 1) -> None:
     """Bodies in the photo camera (meshes, joints, projected keypoints), the occlusion map warped back
     onto the photo, and the overlay and side pictures.
 
