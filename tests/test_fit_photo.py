@@ -176,7 +176,7 @@ def test_occlusion_map_lights_up_the_occluder(tmp_path):
     """The default fit's occlusion map over the noise block pasted on the player's legs: high on his body
     under the block, clearly lower on the rest of his body.
 
-    Measured 2026-12-07 (session 15): 0.98 under the block, 0.20 elsewhere on him (his head top and one
+    Measured 2026-12-07 (session 15): 0.93 under the block, 0.20 elsewhere on him (his head top and one
     thigh's edge, where the fitted mesh is wider than he is). Issue 16's gate (>= 0.6 / <= 0.15) is over
     many frames (benchmarks/real_occluded.py); on one photo the test asks for the occluder's level and a
     separation of 0.5."""
@@ -197,6 +197,7 @@ def test_occlusion_map_lights_up_the_occluder(tmp_path):
     inside[y0:y1, x0:x1] = True
     occ_in = r.occlusion[body & inside].mean()
     occ_out = r.occlusion[body & ~inside].mean()
+    print(f"occlusion under the block {occ_in:.2f}, elsewhere on him {occ_out:.2f}")
     assert occ_in > 0.6 and occ_in - occ_out > 0.5, (occ_in, occ_out)
 
 
