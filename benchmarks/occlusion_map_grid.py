@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from neuralfit.data.appearance import PhotoBank
     from neuralfit.data.crop import warp
-    from neuralfit.eval.real_data import build_set, find_demo, load_frame
+    from neuralfit.eval.real_data import build_set, find_demo, load_frame, occluded_split
     from neuralfit.eval.real_occluders import PLACEMENTS, Occluder
     from neuralfit.eval.real_report import item_tag
     from neuralfit.nets import predict
@@ -56,10 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     cache = Path(args.cache)
     t0 = time.time()
     rset = build_set(find_demo(None), cache / "data", n_frames=args.frames)
-    pick = {rset.frames[int(i)] for i in np.linspace(0, len(rset.frames) - 1, min(args.subset, len(rset.frames)))}
-    if args.dev:
-        rest = [f for f in rset.frames if f not in pick]
-        pick = {rest[int(i)] for i in np.linspace(0, len(rest) - 1, min(args.subset, len(rest)))} if rest else set()
+    pick = occluded_split(rset.frames, args.subset, args.dev)
     items = [it for it in rset.items if it.frame in pick]
     fitter = ImageFitter()
     if fitter.net is None:

@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from neuralfit.data.appearance import PhotoBank
     from neuralfit.eval.multiview import score_limb12
-    from neuralfit.eval.real_data import PEOPLE, build_set, find_demo, load_frame
+    from neuralfit.eval.real_data import PEOPLE, build_set, find_demo, load_frame, occluded_split
     from neuralfit.eval.real_methods import Runner, parse_selection, unsupported
     from neuralfit.eval.real_occluders import PLACEMENTS, Occluder, adv_candidates, place, worst_position
     from neuralfit.eval.real_report import (
@@ -80,10 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     cache = Path(args.cache)
     t0 = time.time()
     rset = build_set(find_demo(args.demo), cache / "data", n_frames=args.frames)
-    pick = {rset.frames[int(i)] for i in np.linspace(0, len(rset.frames) - 1, min(args.subset, len(rset.frames)))}
-    if args.dev:
-        rest = [f for f in rset.frames if f not in pick]
-        pick = {rest[int(i)] for i in np.linspace(0, len(rest) - 1, min(args.subset, len(rest)))} if rest else set()
+    pick = occluded_split(rset.frames, args.subset, args.dev)
     items = [it for it in rset.items if it.frame in pick and it.view in views and it.person in people]
     print(f"{len(items)} person-views x {len(placements)} placements", file=sys.stderr)
     bank = PhotoBank(max_side=800)

@@ -302,3 +302,13 @@ def test_occluder_placements() -> None:
     errs[id(cands[-1])] = float("inf")  # the method loses the person there: not chosen, but counted
     worst, err, lost = worst_position(cands, lambda c: errs[id(c)])
     assert worst is cands[-2] and err == 18.0 and lost == pytest.approx(1 / 20)
+
+
+def test_the_occluded_splits_are_disjoint_and_evenly_spaced() -> None:
+    from neuralfit.eval.real_data import occluded_split
+
+    frames = list(range(0, 100, 4))  # 25 frames
+    test, dev = occluded_split(frames, 6, False), occluded_split(frames, 6, True)
+    assert len(test) == len(dev) == 6 and not test & dev and test | dev <= set(frames)
+    assert sorted(test) == [0, 16, 36, 56, 76, 96]  # linspace over the 25 frames' indices 0 .. 24
+    assert occluded_split(frames[:3], 6, True) == set()  # no frame left for a dev split

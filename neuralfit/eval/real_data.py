@@ -158,6 +158,16 @@ def _load_detections(path: Path) -> list[Detection]:
     return out
 
 
+def occluded_split(frames: list[int], subset: int, dev: bool) -> set[int]:
+    """The real occluded benchmark's frames: ``subset`` of ``frames`` evenly spaced (the test frames), or with
+    ``dev`` as many evenly spaced among the others (the development frames, where settings are chosen)."""
+    pick = {frames[int(i)] for i in np.linspace(0, len(frames) - 1, min(subset, len(frames)))}
+    if dev:
+        rest = [f for f in frames if f not in pick]
+        pick = {rest[int(i)] for i in np.linspace(0, len(rest) - 1, min(subset, len(rest)))} if rest else set()
+    return pick
+
+
 def pick_frames(n_total: int, n: int) -> list[int]:
     """``n`` frame indices spread evenly over a clip of ``n_total`` frames."""
     if n <= 0:
