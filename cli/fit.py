@@ -83,6 +83,10 @@ EXIT_SOME_FAILED = 3
               help="In the 2D fit, scale each keypoint's confidence by 1 - min(1, K h), h the part head's "
                    "hidden-body evidence where it lies (0 = off; default: FitImageConfig.hidden_keypoints, "
                    "docs/occlusion.md).")
+@click.option("--occlusion-map", default=None, metavar="LO,HI|fitter",
+              help="occlusion.png from the part head's background probability mapped from [LO, HI] to [0, 1] over "
+                   "the fitted body, or 'fitter' for the fitter's mask + keypoint outlier map (default: "
+                   "FitImageConfig.occlusion_from_parts, docs/occlusion.md).")
 @click.option("--focal", type=float, default=None,
               help="The photos' focal length in pixels (default: EXIF, else the image diagonal).")
 @click.option("--fov", type=float, default=None, help="The photos' horizontal field of view in degrees (instead of --focal).")
@@ -100,7 +104,7 @@ def fit(images: tuple[Path, ...], out: Path, body_spec: str, prior: str, network
         max_people: int | None, device: str, method: str | None, init: str, lifter: Path | None,
         lift_blend: float | None, lift_blend_hidden: float | None, lift_blend_inconsistent: str | None,
         inconsistent_keypoints: float | None, unsure_hidden: float | None, hidden_keypoints: float | None,
-        focal: float | None,
+        occlusion_map: str | None, focal: float | None,
         fov: float | None, settings: tuple[str, ...], batch_size: int, threads: int,
         no_overlay: bool, overwrite: bool, quiet: bool) -> None:
     """Fit SMPL-format bodies to the people in IMAGE(s), in each photo's own camera.
@@ -120,13 +124,15 @@ def fit(images: tuple[Path, ...], out: Path, body_spec: str, prior: str, network
     if lift_blend_hidden is not None:
         extra["lift_blend_hidden"] = lift_blend_hidden
     if lift_blend_inconsistent is not None:
-        extra["lift_blend_inconsistent"] = _ramp(lift_blend_inconsistent, "--lift-blend-inconsistent")
+        extra["lift_blend_inconsistent"] = _pair(lift_blend_inconsistent, "--lift-blend-inconsistent", "R0,R1", "off")
     if inconsistent_keypoints is not None:
         extra["inconsistent_keypoints"] = inconsistent_keypoints
     if unsure_hidden is not None:
         extra["unsure_hidden"] = unsure_hidden
     if hidden_keypoints is not None:
         extra["hidden_keypoints"] = hidden_keypoints
+    if occlusion_map is not None:
+        extra["occlusion_from_parts"] = _pair(occlusion_map, "--occlusion-map", "LO,HI", "fitter")
     cfg = FitImageConfig(method=method, init=init, focal=focal, fov=fov, batch_size=batch_size,
                          write_overlay=not no_overlay, fit=FitConfig.photo().with_settings(settings), **extra)
     with torch_threads(threads):
@@ -134,15 +140,15 @@ def fit(images: tuple[Path, ...], out: Path, body_spec: str, prior: str, network
              overwrite, quiet, lifter)
 
 
-def _ramp(text: str, flag: str) -> tuple[float, float] | None:
-    """``R0,R1`` -> (R0, R1); ``off`` -> None (FitImageConfig checks the values)."""
-    if text.strip().lower() == "off":
+def _pair(text: str, flag: str, form: str, word: str) -> tuple[float, float] | None:
+    """``A,B`` -> (A, B); ``word`` (off, fitter) -> None. FitImageConfig checks the values."""
+    if text.strip().lower() == word:
         return None
     try:
-        r0, r1 = (float(v) for v in text.split(","))
+        a, b = (float(v) for v in text.split(","))
     except ValueError:
-        raise NeuralfitError(f"{flag} {text!r}: expected R0,R1 (two numbers) or off") from None
-    return r0, r1
+        raise NeuralfitError(f"{flag} {text!r}: expected {form} (two numbers) or {word}") from None
+    return a, b
 
 
 def _run(images, out, body_spec, prior, network, neural_model, keypoints, bbox, boxes_file, device, cfg,

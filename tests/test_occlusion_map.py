@@ -139,3 +139,31 @@ def test_finish_image_writes_the_part_head_map_over_the_whole_fitted_body(free_b
     assert r.occlusion.max() == 0.0 and r.people[0].occlusion_fraction == 0.0
     r = run(np.ones((size, size), np.float32), None)  # the cue off: the fitter's map, which this fit has none of
     assert r.occlusion is None and r.people[0].occlusion_source == ""
+
+
+@pytest.mark.parametrize("flag, want", [("0.2,0.5", (0.2, 0.5)), ("fitter", None), ("FITTER", None)])
+def test_cli_occlusion_map_flag_reaches_the_config(tmp_path, capsys, monkeypatch, flag, want):
+    from test_boxes import FakeFitter, run_cli
+
+    import neuralfit.pipeline
+
+    FakeFitter.calls = []
+    monkeypatch.setattr(neuralfit.pipeline, "ImageFitter", FakeFitter)
+    img = tmp_path / "p.jpg"
+    img.write_bytes(b"not read")
+    code, err = run_cli(["fit", img, "--out", tmp_path / "out", "--occlusion-map", flag, "-q"], capsys, monkeypatch)
+    assert code == 0, err
+    assert FakeFitter.calls[0]["config"].occlusion_from_parts == want
+
+
+@pytest.mark.parametrize("flag, msg", [("high", "expected LO,HI (two numbers) or fitter"),
+                                       ("0.6,0.2", "occlusion_from_parts must be (lo, hi)")])
+def test_cli_bad_occlusion_map_is_one_line_error_writing_nothing(tmp_path, capsys, monkeypatch, flag, msg):
+    from test_boxes import one_line, run_cli
+
+    img = tmp_path / "p.jpg"
+    img.write_bytes(b"not read")
+    out = tmp_path / "out"
+    code, err = run_cli(["fit", img, "--out", out, "--occlusion-map", flag], capsys, monkeypatch)
+    assert code == 1 and msg in one_line(err, "error"), err
+    assert not out.exists()
