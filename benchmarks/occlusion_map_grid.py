@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from neuralfit.errors import NeuralfitError
+from neuralfit.errors import NeuralfitError, run_script
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,8 +118,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except NeuralfitError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
+    run_script(main)

@@ -32,7 +32,7 @@ import sys
 import time
 from pathlib import Path
 
-from neuralfit.errors import NeuralfitError
+from neuralfit.errors import NeuralfitError, run_script
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -149,8 +149,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except NeuralfitError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
+    run_script(main)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from neuralfit.errors import NeuralfitError
+from neuralfit.errors import NeuralfitError, run_script
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -192,8 +192,4 @@ def _covered(o, it) -> np.ndarray:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except NeuralfitError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
+    run_script(main)

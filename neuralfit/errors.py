@@ -12,3 +12,14 @@ class NeuralfitError(Exception):
     """
 
     exit_code = 1
+
+
+def run_script(main) -> None:
+    """``sys.exit(main())`` for a benchmark script, a :class:`NeuralfitError` as one ``error:`` line and exit 1."""
+    import sys
+
+    try:
+        sys.exit(main())
+    except NeuralfitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
