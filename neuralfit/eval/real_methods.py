@@ -469,7 +469,7 @@ class Runner:
             return MethodResult(False, r.message or r.status, seconds=sec)
         limb, bp, torso = self._person(r, r.people[0])
         inside, visible = occlusion_score(r.occlusion, r.body_mask, occluder)
-        seen = occlusion_score(r.occlusion, r.body_mask, occluder, in_front)[1] if in_front is not None else visible
+        _, seen = occlusion_score(r.occlusion, r.body_mask, occluder, in_front)
         return MethodResult(True, "", limb, bp, torso, sec, inside, visible, _small(r.overlay), seen)
 
     def fit_multi(self, spec: MethodSpec, image: np.ndarray, focal: float) -> MultiResult:

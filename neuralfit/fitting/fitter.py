@@ -292,21 +292,17 @@ class Fitter:
                         (w < 0).any() or (w > 1).any():
                     raise _shape_error("keypoint_weight", w, f"(B={B},) finite, in [0, 1]")
                 out.keypoint_weight = w.float().to(dev)
-            v = batch.keypoint_visibility
-            if v is not None:
+            for name in ("keypoint_visibility", "keypoint_anchor"):  # (B, J) in [0, 1] per keypoint
+                v = getattr(batch, name)
+                if v is None:
+                    continue
                 if not torch.is_tensor(v) or tuple(v.shape) != (B, J) or not torch.isfinite(v).all() or \
                         (v < 0).any() or (v > 1).any():
-                    raise _shape_error("keypoint_visibility", v, f"(B={B}, J={J}) finite, in [0, 1]")
+                    raise _shape_error(name, v, f"(B={B}, J={J}) finite, in [0, 1]")
                 v = v.float().to(dev)
-                if self.config.min_keypoint_confidence > 0:  # gated like the confidences
-                    v = v.masked_fill(v < self.config.min_keypoint_confidence, 0.0)
-                out.keypoint_visibility = v
-            a = batch.keypoint_anchor
-            if a is not None:
-                if not torch.is_tensor(a) or tuple(a.shape) != (B, J) or not torch.isfinite(a).all() or \
-                        (a < 0).any() or (a > 1).any():
-                    raise _shape_error("keypoint_anchor", a, f"(B={B}, J={J}) finite, in [0, 1]")
-                out.keypoint_anchor = a.float().to(dev)
+                if name == "keypoint_visibility" and self.config.min_keypoint_confidence > 0:
+                    v = v.masked_fill(v < self.config.min_keypoint_confidence, 0.0)  # gated like the confidences
+                setattr(out, name, v)
         for name in ("features", "part_probs", "mask", "occluders", "hidden"):
             t = getattr(out, name)
             if t is not None and not torch.isfinite(t).all():

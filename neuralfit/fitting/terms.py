@@ -167,7 +167,7 @@ def pelvis_relative_keypoints(body, posed, joint_set: str) -> torch.Tensor:
 
 def _hidden_anchor(ctx: TermContext) -> torch.Tensor | None:
     """Weighted mean squared 3D move (units of ``DEPTH_SCALE``) of the hidden keypoints from stage 1."""
-    a = getattr(ctx.batch, "keypoint_anchor", None)
+    a = ctx.batch.keypoint_anchor
     if ctx.init_keypoints is None or a is None:
         return None
     d = (pelvis_relative_keypoints(ctx.body, ctx.posed, ctx.batch.joint_set) - ctx.init_keypoints) / DEPTH_SCALE
