@@ -87,6 +87,9 @@ EXIT_SOME_FAILED = 3
               help="occlusion.png from the part head's background probability mapped from [LO, HI] to [0, 1] over "
                    "the fitted body, or 'fitter' for the fitter's mask + keypoint outlier map (default: "
                    "FitImageConfig.occlusion_from_parts, docs/occlusion.md).")
+@click.option("--facing-check", default=None, metavar="T|off",
+              help="Refit a person from left/right-swapped keypoints when the part head reads the fit's left and "
+                   "right the other way round (evidence below -T; default: FitImageConfig.facing_check, docs/fit.md).")
 @click.option("--focal", type=float, default=None,
               help="The photos' focal length in pixels (default: EXIF, else the image diagonal).")
 @click.option("--fov", type=float, default=None, help="The photos' horizontal field of view in degrees (instead of --focal).")
@@ -104,7 +107,7 @@ def fit(images: tuple[Path, ...], out: Path, body_spec: str, prior: str, network
         max_people: int | None, device: str, method: str | None, init: str, lifter: Path | None,
         lift_blend: float | None, lift_blend_hidden: float | None, lift_blend_inconsistent: str | None,
         inconsistent_keypoints: float | None, unsure_hidden: float | None, hidden_keypoints: float | None,
-        occlusion_map: str | None, focal: float | None,
+        occlusion_map: str | None, facing_check: str | None, focal: float | None,
         fov: float | None, settings: tuple[str, ...], batch_size: int, threads: int,
         no_overlay: bool, overwrite: bool, quiet: bool) -> None:
     """Fit SMPL-format bodies to the people in IMAGE(s), in each photo's own camera.
@@ -133,6 +136,8 @@ def fit(images: tuple[Path, ...], out: Path, body_spec: str, prior: str, network
         extra["hidden_keypoints"] = hidden_keypoints
     if occlusion_map is not None:
         extra["occlusion_from_parts"] = _pair(occlusion_map, "--occlusion-map", "LO,HI", "fitter")
+    if facing_check is not None:
+        extra["facing_check"] = _number_or_off(facing_check, "--facing-check")
     cfg = FitImageConfig(method=method, init=init, focal=focal, fov=fov, batch_size=batch_size,
                          write_overlay=not no_overlay, fit=FitConfig.photo().with_settings(settings), **extra)
     with torch_threads(threads):
@@ -149,6 +154,16 @@ def _pair(text: str, flag: str, form: str, word: str) -> tuple[float, float] | N
     except ValueError:
         raise NeuralfitError(f"{flag} {text!r}: expected {form} (two numbers) or {word}") from None
     return a, b
+
+
+def _number_or_off(text: str, flag: str) -> float | None:
+    """``T`` -> T; ``off`` -> None. FitImageConfig checks the value."""
+    if text.strip().lower() == "off":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise NeuralfitError(f"{flag} {text!r}: expected a number or off") from None
 
 
 def _run(images, out, body_spec, prior, network, neural_model, keypoints, bbox, boxes_file, device, cfg,

@@ -124,6 +124,15 @@ class FitImageConfig:
             placements and people (``benchmarks/occlusion_map_grid.py --dev``: -0.11; smoothing over 3 x 3
             cells -0.12). The fitter's map there was as high on the visible body as on the occluder once its
             edges were counted (docs/occlusion.md, session 15). Needs ``hidden_from_parts`` on.
+        facing_check: a person whose fit the part head reads the other way round (left/right evidence
+            ``photo.facing.lr_evidence`` below ``-facing_check``) is fitted again from left/right-swapped
+            keypoints and 3D landmarks (``photo.steps.swap_sides``); the second fit is kept when the head
+            agrees with it more. None = off. Needs a network with a part head and BlazePose keypoints. The
+            refit runs the flagged person alone (without the depth-order and interpenetration terms of the
+            others). 0.3 was chosen on the real occluded benchmark's development frames (docs/fit.md, session
+            16): there the evidence of fits facing the wrong way (> 90 deg from the pseudo-GT) went down to
+            -0.65 and that of fits facing the right way to -0.27; the check refitted 3 of 205 person-views
+            (adversarial square: 129.0 -> 125.5 mm PA on the woman) and changed nothing else.
         fit: fitter settings; None = ``FitConfig.photo()``. Keypoint gating is its
             ``min_keypoint_confidence``; its ``second_hypothesis`` is also forced on for people whose
             start cannot tell front from back (the mean-pose start).
@@ -149,6 +158,7 @@ class FitImageConfig:
     hidden_from_parts: tuple[float, float] | None = (0.35, 0.65)
     occlusion_from_parts: tuple[float, float] | None = (0.25, 0.45)
     occlusion_smooth: int = 1
+    facing_check: float | None = 0.3
     fit: FitConfig | None = None
     write_overlay: bool = True
 
@@ -186,6 +196,8 @@ class FitImageConfig:
                 if not 0.0 <= lo < hi <= 1.0:
                     raise NeuralfitError(f"{name} must be (lo, hi) with 0 <= lo < hi <= 1, got {getattr(self, name)}")
                 setattr(self, name, (lo, hi))
+        if self.facing_check is not None and not self.facing_check >= 0.0:
+            raise NeuralfitError(f"facing_check must be >= 0 or None, got {self.facing_check}")
         if not isinstance(self.occlusion_smooth, int) or self.occlusion_smooth < 1:
             raise NeuralfitError(f"occlusion_smooth must be an integer >= 1, got {self.occlusion_smooth!r}")
 
@@ -414,6 +426,45 @@ class ImageFitter:
             self._fit_people(pics, people, results)
         return results
 
+    def _start_and_fit(self, crops, people: list[Person], names: list[str], pred, timer: _Timer | None = None):
+        """Starts and fits of the people of ``crops`` (one batch per joint set; several people of a photo
+        together)."""
+        from neuralfit.photo import steps
+
+        starts = steps.start_people(self.config.init, crops, people, names, self.body, self.prior, self.net, pred,
+                                    self.lifter, self.config.lift_blend, self.config.lift_blend_hidden,
+                                    self.config.lift_blend_inconsistent, self.config.hidden_keypoints_start)
+        if timer is not None:
+            timer.lap("start")
+        fitted = steps.fit_all(self.method, crops, starts, pred, self.body, self.neural_model, self.prior,
+                               self.fit_config, self.device, self.config.unsure_hidden,
+                               self.config.inconsistent_keypoints, self.config.hidden_keypoints)
+        if timer is not None:
+            timer.lap("fit")
+        return starts, fitted
+
+    def _recheck_facing(self, crops, people: list[Person], names: list[str], pred, starts, fitted) -> None:
+        """Refit, from left/right-swapped observations, the people the part head reads the other way round;
+        keep the refit where the head agrees with it more. Updates the lists in place."""
+        from neuralfit.photo import steps
+
+        evidence = steps.facing_evidence(crops, pred, fitted, self.body)
+        for j, e in enumerate(evidence):
+            fitted[j].facing_evidence = e
+        redo = [j for j, e in enumerate(evidence) if e is not None and e < -self.config.facing_check
+                and people[j].joint_set == "blazepose33" and people[j].keypoints is not None]
+        if not redo:
+            return
+        swapped = [steps.swap_sides(people[j], crops[j]) for j in redo]
+        sub_people, sub_crops = [p for p, _ in swapped], [c for _, c in swapped]
+        sub_pred = steps.take(pred, redo)
+        sub_starts, sub_fitted = self._start_and_fit(sub_crops, sub_people, [names[j] for j in redo], sub_pred)
+        for k, (j, e2) in enumerate(zip(redo, steps.facing_evidence(sub_crops, sub_pred, sub_fitted, self.body),
+                                        strict=True)):
+            if e2 is not None and e2 > evidence[j]:
+                sub_fitted[k].facing_evidence, sub_fitted[k].facing_swapped = e2, True
+                people[j], crops[j], starts[j], fitted[j] = sub_people[k], sub_crops[k], sub_starts[k], sub_fitted[k]
+
     def _fit_people(self, pics, people: list[Person], results: list[ImageFit]) -> None:
         """Crops -> network (when needed) -> starts -> fit -> results in the photo camera."""
         from neuralfit.photo import steps
@@ -428,14 +479,10 @@ class ImageFitter:
             steps.hidden_from_parts(crops, pred, cue)
         timer.lap("network")
         names = [Path(results[p.image_index].source).name for p in people]
-        starts = steps.start_people(self.config.init, crops, people, names, self.body, self.prior, self.net, pred,
-                                    self.lifter, self.config.lift_blend, self.config.lift_blend_hidden,
-                                    self.config.lift_blend_inconsistent, self.config.hidden_keypoints_start)
-        timer.lap("start")
-        fitted = steps.fit_all(self.method, crops, starts, pred, self.body, self.neural_model, self.prior,
-                               self.fit_config, self.device, self.config.unsure_hidden,
-                               self.config.inconsistent_keypoints, self.config.hidden_keypoints)
-        timer.lap("fit")
+        starts, fitted = self._start_and_fit(crops, people, names, pred, timer)
+        if self.config.facing_check is not None:
+            self._recheck_facing(crops, people, names, pred, starts, fitted)
+            timer.lap("facing")
         for ii, r in enumerate(results):
             members = [j for j, p in enumerate(people) if p.image_index == ii]
             if members:

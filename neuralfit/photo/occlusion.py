@@ -13,9 +13,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def body_cells(vertices: np.ndarray, faces: np.ndarray, focal: float, principal_point: np.ndarray,
+def cell_faces(vertices: np.ndarray, faces: np.ndarray, focal: float, principal_point: np.ndarray,
                affine: np.ndarray, size: int) -> np.ndarray:
-    """(size, size) bool: the grid cells whose centre the mesh covers.
+    """(size, size) int: the index of the mesh face nearest the camera at each grid cell's centre, -1 off it.
 
     Args:
         vertices: (V, 3) in the photo camera (OpenCV axes, z forward, metres).
@@ -32,7 +32,13 @@ def body_cells(vertices: np.ndarray, faces: np.ndarray, focal: float, principal_
     a = np.asarray(affine, np.float64)
     # The grid's cell i spans [i, i + 1): its centre is i + 0.5, where the rasteriser samples pixel i.
     grid = uv @ a[:, :2].T + a[:, 2] - 0.5
-    return rasterize(grid, z, faces, size, size).face >= 0
+    return rasterize(grid, z, faces, size, size).face.reshape(size, size)
+
+
+def body_cells(vertices: np.ndarray, faces: np.ndarray, focal: float, principal_point: np.ndarray,
+               affine: np.ndarray, size: int) -> np.ndarray:
+    """(size, size) bool: the grid cells whose centre the mesh covers (arguments of :func:`cell_faces`)."""
+    return cell_faces(vertices, faces, focal, principal_point, affine, size) >= 0
 
 
 def smooth_on(values: np.ndarray, where: np.ndarray, k: int) -> np.ndarray:

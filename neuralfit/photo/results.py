@@ -35,6 +35,9 @@ class PersonFit:
             keypoint terms in the fit (``FitImageConfig.inconsistent_keypoints``; 1 = full).
         hidden_keypoint_weight: (J,) the factor the 2D fit put on each keypoint's confidence because the part
             head sees no body there (``FitImageConfig.hidden_keypoints``; 1 = as detected), or None (off).
+        facing_evidence: the part head's left/right evidence on the fitted body (``photo.facing.lr_evidence``;
+            negative: it reads the other facing), or None (no part head); facing_swapped: the fit was redone
+            from left/right-swapped observations because of it (``FitImageConfig.facing_check``).
         observations: what the fit's 2D keypoints came from: ``keypoints`` (mediapipe or the keypoint file),
             ``network`` (the network's heatmaps inside a ``--bbox`` where mediapipe found nobody), or ``none``.
     """
@@ -64,6 +67,8 @@ class PersonFit:
     keypoint_term_weight: float = 1.0
     observations: str = "keypoints"
     hidden_keypoint_weight: np.ndarray | None = None
+    facing_evidence: float | None = None
+    facing_swapped: bool = False
 
 
 @dataclass

@@ -68,6 +68,8 @@ class FittedPerson:
     unsure_weight: float = 1.0  # weight of the keypoints below UNSURE_CONFIDENCE in the fit (fit_all)
     keypoint_weight: float = 1.0  # weight of the person's keypoint terms (fit_all)
     hidden_keypoint_weight: np.ndarray | None = None  # (J,) factor on each confidence from the hidden map (fit_all)
+    facing_evidence: float | None = None  # the part head's left/right say on the fit (facing_evidence)
+    facing_swapped: bool = False  # refitted from left/right-swapped observations (ImageFitter, facing_check)
 
 
 def crop_people(pics: list, people: list[Person], results: list[ImageFit], res: int, padding: float,
@@ -321,6 +323,58 @@ def fit_all(method: str, crops: list[PersonCrop], starts: list[PersonStart], pre
     return out  # type: ignore[return-value]
 
 
+def facing_evidence(crops: list[PersonCrop], pred, fitted: list[FittedPerson], body) -> list[float | None]:
+    """Per person, the part head's left/right evidence on the fitted body (:func:`neuralfit.photo.facing.lr_evidence`:
+    negative = the head reads the other facing); None without a part head."""
+    from neuralfit.photo.facing import lr_evidence, rendered_parts
+
+    if pred is None or "part_probs" not in pred:
+        return [None] * len(crops)
+    faces = body.faces.cpu().numpy()
+    face_class = body.part_labels.cpu().numpy()[faces[:, 0]] + 1
+    out: list[float | None] = []
+    for j, (c, f) in enumerate(zip(crops, fitted, strict=True)):
+        probs = pred["part_probs"][j].float().cpu().numpy()
+        size = probs.shape[-1]
+        def t(a):
+            return torch.as_tensor(a, dtype=torch.float32, device=body.faces.device)[None]
+
+        with torch.no_grad():
+            v = body(betas=t(f.betas), global_orient=t(f.global_orient), body_pose=t(f.body_pose),
+                     transl=t(f.transl)).vertices[0].cpu().numpy()
+        k = size / c.crop.res  # the crop camera (crop pixels) seen on the part head's grid
+        classes = rendered_parts(v, faces, face_class, c.focal * k, np.asarray(c.principal_point) * k,
+                                 np.eye(2, 3), size)
+        out.append(lr_evidence(probs, classes))
+    return out
+
+
+def swap_sides(person: Person, crop: PersonCrop) -> tuple[Person, PersonCrop]:
+    """The person as seen the other way round: BlazePose keypoints with left and right exchanged, and
+    mediapipe's 3D landmarks exchanged too and mirrored in depth (a body read from the front when seen from
+    behind has the right 2D points under the wrong labels and its depths reversed)."""
+    from dataclasses import replace
+
+    from neuralfit.detect.mediapipe_pose import flip_blazepose
+
+    if person.joint_set != "blazepose33" or person.keypoints is None:
+        raise NeuralfitError("swap_sides needs BlazePose-33 keypoints")
+    world = person.world_landmarks
+    if world is not None:
+        world = flip_blazepose(world).copy()
+        world[:, 2] = -world[:, 2]
+    return (replace(person, keypoints=flip_blazepose(person.keypoints), world_landmarks=world),
+            replace(crop, keypoints=flip_blazepose(crop.keypoints)))
+
+
+def take(pred, idx: list[int]):
+    """The network outputs of the people ``idx`` (batched tensors indexed, the rest kept)."""
+    if pred is None:
+        return None
+    n = pred["part_probs"].shape[0] if "part_probs" in pred else None
+    return {k: v[idx] if torch.is_tensor(v) and v.ndim > 0 and v.shape[0] == n else v for k, v in pred.items()}
+
+
 def _stack_maps(maps: list[np.ndarray | None], size: int) -> torch.Tensor | None:
     """(B, size, size) of per-crop maps, zeros (no evidence) where a crop has none; None if none has one."""
     if all(m is None for m in maps):
@@ -392,7 +446,8 @@ def finish_image(pic: np.ndarray, r: ImageFit, people: list[Person], crops: list
             occlusion_fraction=occ_frac, start=s.source, occlusion=occ_map, occlusion_source=occ_source,
             keypoint_outlier=fit.keypoint_outlier, unsure_keypoint_weight=fit.unsure_weight,
             landmark_inconsistency=s.inconsistent, keypoint_term_weight=fit.keypoint_weight,
-            hidden_keypoint_weight=fit.hidden_keypoint_weight,
+            hidden_keypoint_weight=fit.hidden_keypoint_weight, facing_evidence=fit.facing_evidence,
+            facing_swapped=fit.facing_swapped,
             # No detected keypoints: a --bbox where mediapipe found nobody, fitted to the network's heatmaps.
             observations="keypoints" if p.keypoints is not None else "network"))
         if occ_map is not None and occ_img is not None:
