@@ -63,7 +63,7 @@ def main() -> None:
     print(f"method: {fitter.method} ({fitter.method_reason}); torch threads {args.threads}; "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(f"asset loading (once per call): {load:.2f} s")
-    cols = ["detect", "crop", "network", "start", "fit", "render", "write"]
+    cols = ["detect", "crop", "network", "start", "fit", "facing", "render", "write"]
     print(f"| photo | parts cue | size | {' | '.join(cols)} | total s | CPU s | keypoints within 10 % |")
     print("|" + "---|" * (len(cols) + 6))
     totals, cpus, core = [], [], {cue: [] for cue in cues}
@@ -89,7 +89,7 @@ def main() -> None:
                     totals.append(total)
                     cpus.append(cpu)
                     if not first:
-                        core[cue].append(sum(r.timings.get(c, 0.0) for c in ("network", "start", "fit")))
+                        core[cue].append(sum(r.timings.get(c, 0.0) for c in ("network", "start", "fit", "facing")))
     for f in fitters.values():
         f.close()
     if totals:
@@ -97,7 +97,7 @@ def main() -> None:
               f"otherwise idle machine wall >= CPU s / threads); asset loading adds {load:.2f} s per command")
     if len(cues) == 2 and core[True] and core[False]:
         on, off = np.mean(core[True]), np.mean(core[False])
-        print(f"network + start + fit per photo, first photo left out: cue on {on:.2f} s, off {off:.2f} s, "
+        print(f"network + start + fit + facing check per photo, first photo left out: cue on {on:.2f} s, off {off:.2f} s, "
               f"ratio {on / off:.2f}")
 
 if __name__ == "__main__":

@@ -145,6 +145,19 @@ def run_cli(args: list, capsys, monkeypatch) -> tuple[int | None, str]:
     return code, captured.err
 
 
+def cli_config(tmp_path: Path, capsys, monkeypatch, flags: list[str]):
+    """The FitImageConfig ``neuralfit fit IMG --out OUT FLAGS -q`` hands the (stand-in) fitter."""
+    import neuralfit.pipeline
+
+    FakeFitter.calls = []
+    monkeypatch.setattr(neuralfit.pipeline, "ImageFitter", FakeFitter)
+    img = tmp_path / "p.jpg"
+    img.write_bytes(b"not read")
+    code, err = run_cli(["fit", img, "--out", tmp_path / "out", *flags, "-q"], capsys, monkeypatch)
+    assert code == 0, err
+    return FakeFitter.calls[0]["config"]
+
+
 def one_line(err: str, level: str) -> str:
     lines = [ln for ln in err.splitlines() if ln.startswith(f"{level}:")]
     assert len(lines) == 1, err

@@ -112,17 +112,9 @@ def test_a_body_turned_round_reads_as_swapped_on_the_part_grid():
 
 @pytest.mark.parametrize("flag, want", [("0.5", 0.5), ("off", None), ("OFF", None)])
 def test_cli_facing_check_flag_reaches_the_config(tmp_path, capsys, monkeypatch, flag, want):
-    from test_boxes import FakeFitter, run_cli
+    from test_boxes import cli_config
 
-    import neuralfit.pipeline
-
-    FakeFitter.calls = []
-    monkeypatch.setattr(neuralfit.pipeline, "ImageFitter", FakeFitter)
-    img = tmp_path / "p.jpg"
-    img.write_bytes(b"not read")
-    code, err = run_cli(["fit", img, "--out", tmp_path / "out", "--facing-check", flag, "-q"], capsys, monkeypatch)
-    assert code == 0, err
-    assert FakeFitter.calls[0]["config"].facing_check == want
+    assert cli_config(tmp_path, capsys, monkeypatch, ["--facing-check", flag]).facing_check == want
 
 
 @pytest.mark.parametrize("flag, msg", [("high", "expected a number or off"), ("-1", "facing_check must be >= 0")])

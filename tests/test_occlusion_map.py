@@ -143,17 +143,9 @@ def test_finish_image_writes_the_part_head_map_over_the_whole_fitted_body(free_b
 
 @pytest.mark.parametrize("flag, want", [("0.2,0.5", (0.2, 0.5)), ("fitter", None), ("FITTER", None)])
 def test_cli_occlusion_map_flag_reaches_the_config(tmp_path, capsys, monkeypatch, flag, want):
-    from test_boxes import FakeFitter, run_cli
+    from test_boxes import cli_config
 
-    import neuralfit.pipeline
-
-    FakeFitter.calls = []
-    monkeypatch.setattr(neuralfit.pipeline, "ImageFitter", FakeFitter)
-    img = tmp_path / "p.jpg"
-    img.write_bytes(b"not read")
-    code, err = run_cli(["fit", img, "--out", tmp_path / "out", "--occlusion-map", flag, "-q"], capsys, monkeypatch)
-    assert code == 0, err
-    assert FakeFitter.calls[0]["config"].occlusion_from_parts == want
+    assert cli_config(tmp_path, capsys, monkeypatch, ["--occlusion-map", flag]).occlusion_from_parts == want
 
 
 @pytest.mark.parametrize("flag, msg", [("high", "expected LO,HI (two numbers) or fitter"),
