@@ -561,11 +561,28 @@ def test_torso_outside_the_box_is_a_warning(free_body, synthetic_photo, tmp_path
 
     img, kp, _, _ = synthetic_photo
     cfg = FitImageConfig(fit=_few_iters(s1=30, s2=10))
-    far = np.array([0, 0, 40, 40], np.float32)  # a corner of the photo, away from the keypoints
+    # Near a corner of the photo, away from the keypoints (not on the edges: that would add the cut-by-frame warning).
+    far = np.array([2, 2, 40, 40], np.float32)
     r = fit_image([img], tmp_path / "far", body=free_body, prior=None, method="keypoints", bbox=far,
                   keypoints=[[PersonKeypoints("coco17", kp)]], config=cfg)[0]
-    assert r.ok and len(r.warnings) == 1 and "outside its box 0,0,40,40" in r.warnings[0]
+    assert r.ok and len(r.warnings) == 1 and "outside its box 2,2,40,40" in r.warnings[0]
     assert json.loads((tmp_path / "far" / "image_0000" / "fit.json").read_text())["warnings"] == r.warnings
     ok = fit_image([img], tmp_path / "ok", body=free_body, prior=None, method="keypoints",
                    keypoints=[[PersonKeypoints("coco17", kp)]], config=cfg)[0]
     assert ok.ok and ok.warnings == []
+
+
+def test_the_fit_warns_and_records_the_edges_that_cut_a_person(free_body, synthetic_photo, tmp_path):
+    """A user box on the photo's bottom edge (``photo.people.cut_by_frame``): fit.json lists the edge and
+    the result carries one warning line."""
+    from neuralfit.detect import PersonKeypoints
+
+    img, kp, _, _ = synthetic_photo
+    h = img.shape[0]
+    box = np.array([kp[:, 0].min() - 5, kp[:, 1].min() - 5, kp[:, 0].max() + 5, h], np.float32)
+    r = fit_image([img], tmp_path / "cut", body=free_body, prior=None, method="keypoints", bbox=box,
+                  keypoints=[[PersonKeypoints("coco17", kp)]], config=FitImageConfig(fit=_few_iters(s1=5, s2=5)))[0]
+    assert r.ok and r.people[0].cut_by_frame == ("bottom",)
+    assert r.warnings == ["person 0: cut by the photo's bottom edge; the body beyond the frame is guessed"]
+    entry = json.loads((tmp_path / "cut" / "image_0000" / "fit.json").read_text())["people"][0]
+    assert entry["cut_by_frame"] == ["bottom"]

@@ -95,6 +95,8 @@ def fit_summary(r: ImageFit, info: RunInfo | None = None) -> dict[str, Any]:
             entry["hidden_keypoint_weight"] = [round(float(v), 4) for v in p.hidden_keypoint_weight]
         if p.facing_evidence is not None:  # the part head's left/right say; swapped: refitted the other way round
             entry["facing"] = {"evidence": round(float(p.facing_evidence), 4), "swapped": bool(p.facing_swapped)}
+        if p.cut_by_frame:  # photo edges that cut the person: the body beyond them is guessed
+            entry["cut_by_frame"] = list(p.cut_by_frame)
         err = keypoint_errors(p)
         if err is not None:
             size = float(max(p.bbox[2] - p.bbox[0], p.bbox[3] - p.bbox[1]))

@@ -100,6 +100,34 @@ def box_region(bbox: np.ndarray, image_hw: tuple[int, int]) -> tuple[int, int, i
             int(min(bbox[2] + 0.1 * bw, w)), int(min(bbox[3] + 0.1 * bh, h)))
 
 
+def cut_by_frame(bbox: np.ndarray, mask: np.ndarray | None, image_hw: tuple[int, int],
+                 min_share: float = 0.05) -> list[str]:
+    """The photo edges that cut the person: ``top``, ``bottom``, ``left``, ``right``.
+
+    An edge cuts the person when the box reaches it (within a pixel), or when the mask (> 0.5) covers at
+    least ``min_share`` of the box's extent along that edge in the photo's border row or column, read only
+    beside the box (someone else may touch the border elsewhere). Both, because a person found in a part of
+    the photo (``detect.everyone``) has a mask only there. mediapipe keeps guessing the parts beyond the
+    frame, and they look as sure as the rest (a player cut at the waist got knees just below his hips and was
+    fitted seated), so the caller says so.
+
+    Args:
+        bbox: (4,) x0, y0, x1, y1 photo pixels; mask: (H, W) person probability or None; image_hw: (H, W).
+    """
+    h, w = image_hw
+    x0, y0, x1, y1 = (float(v) for v in bbox)
+    cut = {"top": y0 <= 1, "bottom": y1 >= h - 1, "left": x0 <= 1, "right": x1 >= w - 1}
+    if mask is not None:
+        m = np.asarray(mask) > 0.5
+        c0, c1 = max(0, int(math.floor(x0))), min(w, int(math.ceil(x1)) + 1)
+        r0, r1 = max(0, int(math.floor(y0))), min(h, int(math.ceil(y1)) + 1)
+        border = {"top": (m[0, c0:c1], x1 - x0), "bottom": (m[h - 1, c0:c1], x1 - x0),
+                  "left": (m[r0:r1, 0], y1 - y0), "right": (m[r0:r1, w - 1], y1 - y0)}
+        for k, (line, extent) in border.items():
+            cut[k] |= bool(line.sum() >= min_share * max(extent, 1.0))
+    return [k for k, v in cut.items() if v]
+
+
 def detect_in_box(detector, image: np.ndarray, bbox: np.ndarray, flip: bool = False):
     """Run the detector on a padded region around a box; keypoints and mask back in photo pixels.
 

@@ -38,6 +38,8 @@ class PersonFit:
         facing_evidence: the part head's left/right evidence on the fitted body (``photo.facing.lr_evidence``;
             negative: it reads the other facing), or None (no part head); facing_swapped: the fit was redone
             from left/right-swapped observations because of it (``FitImageConfig.facing_check``).
+        cut_by_frame: the photo edges that cut the person (``photo.people.cut_by_frame``): the body beyond them is
+            mediapipe's guess.
         observations: what the fit's 2D keypoints came from: ``keypoints`` (mediapipe or the keypoint file),
             ``network`` (the network's heatmaps inside a ``--bbox`` where mediapipe found nobody), or ``none``.
     """
@@ -69,6 +71,7 @@ class PersonFit:
     hidden_keypoint_weight: np.ndarray | None = None
     facing_evidence: float | None = None
     facing_swapped: bool = False
+    cut_by_frame: tuple[str, ...] = ()
 
 
 @dataclass

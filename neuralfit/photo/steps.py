@@ -14,7 +14,7 @@ import torch
 
 from neuralfit.errors import NeuralfitError
 from neuralfit.init.types import StartParams
-from neuralfit.photo.people import Crop, Person, box_from_keypoints, crop_from_box, crop_mask
+from neuralfit.photo.people import Crop, Person, box_from_keypoints, crop_from_box, crop_mask, cut_by_frame
 from neuralfit.photo.results import ImageFit, PersonFit
 from neuralfit.photo.start import PersonStart, StartInputs
 
@@ -437,6 +437,10 @@ def finish_image(pic: np.ndarray, r: ImageFit, people: list[Person], crops: list
         if not (x0 <= torso[0] <= x1 and y0 <= torso[1] <= y1):
             r.warnings.append(f"person {len(r.people)}: the fitted torso ({torso[0]:.0f}, {torso[1]:.0f}) lies "
                               f"outside its box {x0:g},{y0:g},{x1:g},{y1:g}")
+        cut = cut_by_frame(p.bbox, p.mask, (h, w))
+        if cut:
+            r.warnings.append(f"person {len(r.people)}: cut by the photo's {' and '.join(cut)} "
+                              f"edge{'s' if len(cut) > 1 else ''}; the body beyond the frame is guessed")
         r.people.append(PersonFit(
             betas=fit.betas, global_orient=fit.global_orient, body_pose=fit.body_pose,
             transl=fit.transl.astype(np.float32), joints3d=posed.joints[0].cpu().numpy().astype(np.float32),
@@ -447,7 +451,7 @@ def finish_image(pic: np.ndarray, r: ImageFit, people: list[Person], crops: list
             keypoint_outlier=fit.keypoint_outlier, unsure_keypoint_weight=fit.unsure_weight,
             landmark_inconsistency=s.inconsistent, keypoint_term_weight=fit.keypoint_weight,
             hidden_keypoint_weight=fit.hidden_keypoint_weight, facing_evidence=fit.facing_evidence,
-            facing_swapped=fit.facing_swapped,
+            facing_swapped=fit.facing_swapped, cut_by_frame=tuple(cut),
             # No detected keypoints: a --bbox where mediapipe found nobody, fitted to the network's heatmaps.
             observations="keypoints" if p.keypoints is not None else "network"))
         if occ_map is not None and occ_img is not None:
