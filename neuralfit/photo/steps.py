@@ -332,13 +332,14 @@ def facing_evidence(crops: list[PersonCrop], pred, fitted: list[FittedPerson], b
         return [None] * len(crops)
     faces = body.faces.cpu().numpy()
     face_class = body.part_labels.cpu().numpy()[faces[:, 0]] + 1
+
+    def t(a):
+        return torch.as_tensor(a, dtype=torch.float32, device=body.faces.device)[None]
+
     out: list[float | None] = []
     for j, (c, f) in enumerate(zip(crops, fitted, strict=True)):
         probs = pred["part_probs"][j].float().cpu().numpy()
         size = probs.shape[-1]
-        def t(a):
-            return torch.as_tensor(a, dtype=torch.float32, device=body.faces.device)[None]
-
         with torch.no_grad():
             v = body(betas=t(f.betas), global_orient=t(f.global_orient), body_pose=t(f.body_pose),
                      transl=t(f.transl)).vertices[0].cpu().numpy()
