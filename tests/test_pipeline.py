@@ -513,27 +513,28 @@ def test_cli_init_file_with_wrong_keys_is_a_one_line_error(tmp_path, monkeypatch
     assert code == 1 and "init.npz" in err and len(err.strip().splitlines()) == 1, err
 
 
-def test_mediapipe3d_start_wires_the_world_landmarks_into_the_fit(free_body, synthetic_photo, monkeypatch):
-    """A detector that returns exact BlazePose-33 keypoints and metric world landmarks (hip-centred) of a
-    known body: the photo path starts from the IK fit to the landmarks (start "mediapipe3d", no second
-    hypothesis needed) and ends near the true body in 3D. Exact landmarks of the same body model leave
-    only the IK's priors and the fit's pose prior between fit and truth: root-aligned joint error under
-    4 cm (a quarter of a typical limb-joint error on real photos)."""
-    import neuralfit.pipeline as pl
+def _exact_detector(body, synthetic_photo, swap: bool = False):
+    """A stand-in for mediapipe that returns exact BlazePose-33 keypoints and metric (hip-centred) world
+    landmarks of the synthetic photo's body; ``swap``: read the other way round, as mediapipe does when it
+    takes a back view for a front view (labels exchanged, depths mirrored). Returns (detector, body
+    output of the truth, focal, principal point)."""
     from neuralfit.detect import Detection
+    from neuralfit.detect.mediapipe_pose import flip_blazepose
 
     img, _, go, pose = synthetic_photo
     F, pp = 2500.0, np.array([128.0, 160.0])
     with torch.no_grad():
-        out = free_body(global_orient=torch.tensor(go, dtype=torch.float32)[None],
-                        body_pose=torch.tensor(pose)[None], transl=torch.tensor([[0.05, 0.1, 30.0]]))
-        k3 = free_body.keypoints(out, "blazepose33")[0].numpy()
-        truth = out.joints[0].numpy()
-    valid = free_body.keypoint_sets["blazepose33"].valid.numpy()
-    names = list(free_body.keypoint_sets["blazepose33"].names)
+        out = body(global_orient=torch.tensor(go, dtype=torch.float32)[None],
+                   body_pose=torch.tensor(pose)[None], transl=torch.tensor([[0.05, 0.1, 30.0]]))
+        k3 = body.keypoints(out, "blazepose33")[0].numpy()
+    valid = body.keypoint_sets["blazepose33"].valid.numpy()
+    names = list(body.keypoint_sets["blazepose33"].names)
     hips = k3[[names.index("left_hip"), names.index("right_hip")]].mean(0)
     world = np.concatenate([k3 - hips, valid[:, None].astype(np.float64)], 1).astype(np.float32)
     kp2 = np.concatenate([project_points(k3, F, pp), valid[:, None]], 1).astype(np.float32)
+    if swap:
+        kp2, world = flip_blazepose(kp2).copy(), flip_blazepose(world).copy()
+        world[:, 2] *= -1.0
 
     class FakeDetector:  # one person, seen only in the whole photo (find_everyone also searches crops)
         def __call__(self, image):
@@ -545,13 +546,73 @@ def test_mediapipe3d_start_wires_the_world_landmarks_into_the_fit(free_body, syn
         def close(self):
             pass
 
-    monkeypatch.setattr(pl.ImageFitter, "_get_detector", lambda self: FakeDetector())
+    return FakeDetector(), out, F, pp
+
+
+def test_mediapipe3d_start_wires_the_world_landmarks_into_the_fit(free_body, synthetic_photo, monkeypatch):
+    """A detector that returns exact BlazePose-33 keypoints and metric world landmarks (hip-centred) of a
+    known body: the photo path starts from the IK fit to the landmarks (start "mediapipe3d", no second
+    hypothesis needed) and ends near the true body in 3D. Exact landmarks of the same body model leave
+    only the IK's priors and the fit's pose prior between fit and truth: root-aligned joint error under
+    4 cm (a quarter of a typical limb-joint error on real photos)."""
+    import neuralfit.pipeline as pl
+
+    img = synthetic_photo[0]
+    detector, out, F, _ = _exact_detector(free_body, synthetic_photo)
+    truth = out.joints[0].numpy()
+    monkeypatch.setattr(pl.ImageFitter, "_get_detector", lambda self: detector)
     r = fit_image(img, body=free_body, method="keypoints", focal=F,
                   config=FitImageConfig(fit=_few_iters(s1=20, s2=30), write_overlay=False, lift_blend=0.0))
     p = r.people[0]
     assert p.start == "mediapipe3d" and p.hypothesis == 0
     err = np.linalg.norm((p.joints3d - p.joints3d[0]) - (truth - truth[0]), axis=1)
     assert err.mean() < 0.04, err.mean()
+
+
+def test_facing_check_turns_round_a_body_mediapipe_read_the_wrong_way(free_body, synthetic_photo, monkeypatch):
+    """mediapipe's answer read the other way round (labels swapped, depths mirrored) and a part head that
+    sees the true body's parts: without the check the fit faces away from the truth; with it the part
+    head's evidence is negative, the person is refitted from swapped observations and ends facing within
+    45 deg of the truth, with positive evidence."""
+    import neuralfit.pipeline as pl
+    from neuralfit.photo import steps
+    from neuralfit.photo.facing import rendered_parts
+
+    img = synthetic_photo[0]
+    detector, out, F, _ = _exact_detector(free_body, synthetic_photo, swap=True)
+    monkeypatch.setattr(pl.ImageFitter, "_get_detector", lambda self: detector)
+    faces = free_body.faces.numpy()
+    face_class = free_body.part_labels.numpy()[faces[:, 0]] + 1
+
+    def true_parts(net, crops, people, method, init, parts_cue=False):
+        probs = []
+        for c in crops:  # the truth rendered on each crop's 56 x 56 part grid, softened
+            k = 56 / c.crop.res
+            q = rendered_parts(out.vertices[0].numpy(), faces, face_class, c.focal * k,
+                               np.asarray(c.principal_point) * k, np.eye(2, 3), 56)
+            p = np.full((25, 56, 56), 0.02, np.float32)
+            np.put_along_axis(p, q[None], 0.98, 0)
+            probs.append(p / p.sum(0))
+        return {"part_probs": torch.tensor(np.stack(probs))}
+
+    monkeypatch.setattr(steps, "network_outputs", true_parts)
+
+    def facing(joints):  # forward direction from the hips and shoulders, horizontal (OpenCV y down)
+        across = joints[16] + joints[1] - joints[17] - joints[2]
+        f = np.cross(across, joints[16] + joints[17] - joints[1] - joints[2])
+        f[1] = 0.0
+        return f / np.linalg.norm(f)
+
+    truth = facing(out.joints[0].numpy())
+    runs = {}
+    for check in (None, 0.3):
+        cfg = FitImageConfig(fit=_few_iters(s1=20, s2=30), write_overlay=False, lift_blend=0.0, facing_check=check)
+        p = fit_image(img, body=free_body, method="keypoints", focal=F, config=cfg).people[0]
+        runs[check] = (np.degrees(np.arccos(np.clip(facing(p.joints3d) @ truth, -1, 1))), p)
+    angle, p = runs[None]
+    assert angle > 135 and p.facing_evidence is None, angle
+    angle, p = runs[0.3]
+    assert p.facing_swapped and p.facing_evidence > 0.3 and angle < 45, (angle, p.facing_evidence)
 
 
 def test_torso_outside_the_box_is_a_warning(free_body, synthetic_photo, tmp_path):
