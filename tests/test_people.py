@@ -204,3 +204,29 @@ def test_side_view_keeps_people_far_apart_in_depth_in_the_picture(free_body):
     gaps = np.nonzero(np.diff(cols) > 1)[0]
     assert len(gaps) >= 1 and cols.min() > 0 and cols.max() < pic.shape[1] - 1
     assert body[0].sum() == 0 and body[-1].sum() == 0
+
+
+def test_redetection_paints_the_others_but_never_this_persons_own_skeleton(monkeypatch):
+    """Found again inside their box, a person sees the others painted grey, except where the others overlap
+    this person's own skeleton region (someone behind would otherwise hide this person's limbs)."""
+    import neuralfit.photo.people as people_mod
+    from neuralfit.detect.everyone import body_region, painted_region
+
+    hw = (400, 600)
+    front, back = (150, 60, 330, 380), (260, 20, 420, 300)  # overlapping boxes
+    pic = _photo([front, back], hw)
+    d_front, d_back = _person(*front, hw), _person(*back, hw)
+    seen = {}
+
+    def capture(detector, image, bbox, flip=False):
+        seen["image"] = image
+        return None  # nobody found: the first answer is kept
+
+    monkeypatch.setattr(people_mod, "detect_in_box", capture)
+    assert people_mod._redetect(lambda im: None, pic, d_front, [d_back]) is d_front
+    img = seen["image"]
+    own = body_region(d_front, hw)
+    other = painted_region(d_back, hw, 1)
+    assert (other & own).any() and (other & ~own).any()  # the test needs both kinds of overlap
+    assert np.array_equal(img[own], pic[own])
+    assert (img[other & ~own] == 127).all()

@@ -204,7 +204,7 @@ def _redetect(detector, pic: np.ndarray, d, others: list, flip: bool = False):
     runs pose per person box: on Demo_MultiPerson the whole-photo detection of the woman in front scored
     3.3 mm PA-MPJPE worse than mediapipe inside her box. The first answer is kept when the box search
     finds nobody or someone else (torso off ``d``'s by more than 20 % of its size)."""
-    from neuralfit.detect.everyone import box_size, paint_out, torso_distance
+    from neuralfit.detect.everyone import body_region, box_size, paint_out, torso_distance
 
     box = box_from_keypoints(d.keypoints, pic.shape[:2], BOX_CONFIDENCE)
     if box is None:
@@ -212,6 +212,11 @@ def _redetect(detector, pic: np.ndarray, d, others: list, flip: bool = False):
     # Undilated: others stand next to (or in front of) this person, and a grown paint eats into them: with
     # the 25-px growth the search uses, Demo_MultiPerson scored 66.4 / 105.0 mm instead of 65.8 / 101.3.
     painted = paint_out(pic, others, dilate=1)
+    # This person's own skeleton region stays visible: where someone behind overlaps it, their paint would
+    # hide this person's limbs (Demo_MultiPerson, no box: the woman 60.7 -> 60.3 mm PA as BlazePose
+    # points, the man 89.7 -> 89.1; docs/real_benchmark.md, session 16).
+    own = body_region(d, pic.shape[:2])
+    painted[own] = pic[own]
     again = detect_in_box(detector, painted, box, flip)
     if again is None or torso_distance(again.keypoints, d.keypoints) > 0.2 * box_size(d):
         return _flip_in_photo(detector, painted, d) if flip else d
