@@ -18,6 +18,8 @@ SMPL24_FLIP = np.array([0, 2, 1, 3, 5, 4, 6, 8, 7, 9, 11, 10, 12, 14, 13, 15, 17
 # pelvis, thorax, spine, jaw, head, nose, L eye, R eye, L ear, R ear.
 SPIN24_FLIP = np.array([5, 4, 3, 2, 1, 0, 11, 10, 9, 8, 7, 6, 12, 13, 14, 15, 16, 17, 18, 19, 21, 20, 23, 22])
 COCO17_FLIP = np.array([0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15])
+# Part classes (0 background, 1 + SMPL part) under a left/right mirror.
+PART_CLASS_FLIP = np.concatenate([[0], 1 + SMPL24_FLIP])
 
 
 def crop_transform(center: np.ndarray, scale: float, res: int, rot: float = 0.0) -> np.ndarray:
@@ -85,7 +87,7 @@ def flip_joints3d(joints: np.ndarray, perm: np.ndarray = SPIN24_FLIP) -> np.ndar
 
 def flip_partseg(mask: np.ndarray) -> np.ndarray:
     """Mirror a part mask (0 background, 1 + SMPL part) and swap left/right part labels."""
-    lut = np.concatenate([[0], 1 + SMPL24_FLIP]).astype(mask.dtype)
+    lut = PART_CLASS_FLIP.astype(mask.dtype)
     m = mask[:, ::-1]
     out = m.copy()
     valid = m < len(lut)

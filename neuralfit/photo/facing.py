@@ -7,25 +7,20 @@ where the person's right arm is. The part head (trained on renders with true lef
 second opinion. ``lr_evidence`` compares the log-probability it gives the rendered parts with the one it
 gives the same cells with left and right exchanged; clearly negative means the head reads the other
 facing, and the photo path then refits that person from left/right-swapped observations
-(``photo.steps.recheck_facing``). Measured on the real benchmark's frames: docs/fit.md (session 16).
+(``ImageFitter._recheck_facing``, with ``photo.steps.facing_evidence`` and ``swap_sides``). Measured on the real benchmark's frames: docs/fit.md (session 16).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from neuralfit.body.parts import NUM_PART_CLASSES, PART_NAMES
-
 
 def mirror_classes() -> np.ndarray:
     """(25,) int: the part class with left and right exchanged (0 = background and the central parts map to
-    themselves)."""
-    m = np.arange(NUM_PART_CLASSES)
-    for i, name in enumerate(PART_NAMES):
-        for a, b in (("left", "right"), ("right", "left")):
-            if name.startswith(a):
-                m[1 + i] = 1 + PART_NAMES.index(b + name[len(a):])
-    return m
+    themselves; the same table the training flips use, ``data.crop.PART_CLASS_FLIP``)."""
+    from neuralfit.data.crop import PART_CLASS_FLIP
+
+    return PART_CLASS_FLIP.copy()
 
 
 def rendered_parts(vertices: np.ndarray, faces: np.ndarray, face_class: np.ndarray, focal: float,
